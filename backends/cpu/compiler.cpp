@@ -1,0 +1,391 @@
+#include "cpu/compiler.hpp"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+#include "thea/error.hpp"
+
+extern char** environ;
+
+namespace thea::cpu {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMagic[8] = {'T', 'H', 'E', 'A', 'C', 'P', 'U', '1'};
+
+// Appended after the ELF image (the loader ignores trailing bytes): the entry's key, then this.
+struct Footer {
+  char magic[8];
+  std::uint64_t key_size;
+  std::uint64_t payload_size;
+  std::uint64_t payload_checksum;
+  std::uint64_t key_checksum;
+};
+
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct RunResult {
+  int status = -1;  // exit code; -1 when it could not start or was killed
+  std::string output;
+};
+
+// Runs argv (no shell) with stdout+stderr captured.
+RunResult run_capture(const std::vector<std::string>& args) {
+  RunResult result;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    result.output = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = ::posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    result.output = "cannot run '" + args[0] + "': " + std::strerror(rc);
+    return result;
+  }
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    result.output.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  if (!WIFEXITED(status) && result.status == -1 && result.output.empty())
+    result.output = "'" + args[0] + "' was killed";
+  // posix_spawnp reports a missing program through the child's exit status 127.
+  if (result.status == 127 && result.output.empty())
+    result.output = "'" + args[0] + "' not found";
+  return result;
+}
+
+std::string first_line(const std::string& s) {
+  auto end = s.find('\n');
+  return s.substr(0, end);
+}
+
+std::string cpu_identity() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, model, flags;
+  while (std::getline(in, line)) {
+    if (model.empty() && line.rfind("model name", 0) == 0) model = line.substr(line.find(':') + 1);
+    if (flags.empty() && line.rfind("flags", 0) == 0) flags = line.substr(line.find(':') + 1);
+    if (!model.empty() && !flags.empty()) break;
+  }
+  // The flags line is long; its digest identifies the ISA as well as the full text.
+  return model + " | isa " + digest128(flags);
+}
+
+int widest_vector_bytes() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return 64;
+  if (__builtin_cpu_supports("avx2")) return 32;
+#endif
+  return 16;
+}
+
+bool write_all(int fd, const void* data, std::size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+bool read_file(const std::string& path, std::string& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return static_cast<bool>(in) || in.eof();
+}
+
+std::string unique_suffix() {
+  static std::atomic<unsigned> counter{0};
+  std::ostringstream s;
+  s << ".tmp." << ::getpid() << "." << counter.fetch_add(1) << "." << std::random_device{}();
+  return s.str();
+}
+
+// Appends the footer to the freshly compiled object at `path`.
+bool seal_entry(const std::string& path, const std::string& key) {
+  std::string payload;
+  if (!read_file(path, payload)) return false;
+  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return false;
+  Footer f{};
+  std::memcpy(f.magic, kMagic, sizeof kMagic);
+  f.key_size = key.size();
+  f.payload_size = payload.size();
+  f.payload_checksum = checksum64(payload.data(), payload.size());
+  f.key_checksum = checksum64(key.data(), key.size());
+  bool ok = write_all(fd, key.data(), key.size()) && write_all(fd, &f, sizeof f);
+  ok = (::fsync(fd) == 0) && ok;  // the rename that follows must publish complete data
+  return (::close(fd) == 0) && ok;
+}
+
+}  // namespace
+
+std::uint64_t checksum64(const void* data, std::size_t n, std::uint64_t seed) {
+  // FNV-1a over bytes, then a murmur3 finalizer to spread the bits.
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+std::string digest128(const std::string& data) {
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx",
+                static_cast<unsigned long long>(checksum64(data.data(), data.size(), 1)),
+                static_cast<unsigned long long>(checksum64(data.data(), data.size(), 2)));
+  return buf;
+}
+
+CompilerInfo probe_compiler(const std::string& path) {
+  CompilerInfo cc;
+  cc.path = path;
+  RunResult r = run_capture({path, "--version"});
+  if (r.status != 0) {
+    cc.unavailable = "the C++ compiler '" + path + "' does not run (" +
+                     first_line(r.output.empty() ? std::string("no output") : r.output) +
+                     "); install g++ or clang++, or point THEA_CXX at a compiler";
+    return cc;
+  }
+  cc.version = first_line(r.output);
+  cc.cpu = cpu_identity();
+  cc.vector_bytes = widest_vector_bytes();
+  cc.flags = {"-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-pipe",
+              // errno is never read by kernels; without it sqrt/exp inline. No fast-math:
+              // NaN handling and rounding must match the reference backend.
+              "-fno-math-errno", "-fno-plt", "-w"};
+  if (cc.vector_bytes == 64) cc.flags.push_back("-mprefer-vector-width=512");
+  return cc;
+}
+
+const CompilerInfo& host_compiler() {
+  static const CompilerInfo info = [] {
+    std::string env = env_or_empty("THEA_CXX");
+    if (!env.empty()) return probe_compiler(env);
+#ifdef THEA_JIT_CXX_DEFAULT
+    CompilerInfo configured = probe_compiler(THEA_JIT_CXX_DEFAULT);
+    if (configured.unavailable.empty()) return configured;
+#endif
+    CompilerInfo first;
+    for (const char* name : {"c++", "g++", "clang++"}) {
+      CompilerInfo c = probe_compiler(name);
+      if (c.unavailable.empty()) return c;
+      if (first.path.empty()) first = c;
+    }
+    first.unavailable =
+        "no C++ compiler found (tried THEA_CXX, the configure-time compiler, c++, g++, "
+        "clang++); install g++ (Debian package 'g++') or set THEA_CXX";
+    return first;
+  }();
+  return info;
+}
+
+SharedLibrary::SharedLibrary(const std::string& path) : path_(path) {
+  handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle_) {
+    const char* err = ::dlerror();
+    throw CompileError("cannot load compiled kernels " + path + ": " + (err ? err : "dlopen failed"));
+  }
+}
+
+SharedLibrary::~SharedLibrary() {
+  if (handle_) ::dlclose(handle_);
+}
+
+void* SharedLibrary::symbol(const std::string& name) const {
+  ::dlerror();
+  void* p = ::dlsym(handle_, name.c_str());
+  if (!p) throw CompileError("compiled kernels " + path_ + " lack the symbol '" + name + "'");
+  return p;
+}
+
+void run_compiler(const CompilerInfo& cc, const std::string& source_path,
+                  const std::string& out_path) {
+  if (!cc.unavailable.empty()) throw CompileError(cc.unavailable);
+  std::vector<std::string> args{cc.path};
+  args.insert(args.end(), cc.flags.begin(), cc.flags.end());
+  args.insert(args.end(), {"-x", "c++", source_path, "-o", out_path});
+  RunResult r = run_capture(args);
+  if (r.status != 0) {
+    std::string log = r.output;
+    if (log.size() > 4000) log = log.substr(0, 4000) + "\n... (truncated)";
+    throw CompileError("[cpu] compiling kernels failed (" + cc.path + ", exit " +
+                       std::to_string(r.status) + "); source kept at " + source_path + ":\n" +
+                       log);
+  }
+}
+
+std::string KernelCache::default_dir() {
+  std::string base = env_or_empty("THEA_CACHE_DIR");
+  if (base.empty()) {
+    std::string xdg = env_or_empty("XDG_CACHE_HOME");
+    if (!xdg.empty()) {
+      base = xdg + "/thea";
+    } else {
+      std::string home = env_or_empty("HOME");
+      base = (home.empty() ? std::string("/tmp") : home + "/.cache") + "/thea";
+    }
+  }
+  return base + "/cpu";
+}
+
+KernelCache::KernelCache(std::string dir) {
+  std::string env = env_or_empty("THEA_CACHE_DIR");
+  if (dir.empty() && (env == "off" || env == "0")) {
+    enabled_ = false;
+    dir_ = (fs::temp_directory_path() / ("thea-nocache-" + std::to_string(::getpid()))).string();
+  } else {
+    dir_ = dir.empty() ? default_dir() : std::move(dir);
+  }
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) {
+    // An unwritable cache only costs compile time: build in a private temporary folder.
+    enabled_ = false;
+    dir_ = (fs::temp_directory_path() / ("thea-nocache-" + std::to_string(::getpid()))).string();
+    fs::create_directories(dir_, ec);
+  }
+}
+
+std::string KernelCache::key_for(const std::string& source, const CompilerInfo& cc) {
+  std::string key = "thea-cpu-kernels v1\ncompiler: " + cc.path + "\nversion: " + cc.version +
+                    "\ncpu: " + cc.cpu + "\nflags:";
+  for (const auto& f : cc.flags) key += " " + f;
+  key += "\nsource-digest: " + digest128(source) + "\n";
+  return key;
+}
+
+std::string KernelCache::path_for(const std::string& key) const {
+  return dir_ + "/" + digest128(key) + ".so";
+}
+
+bool KernelCache::valid_entry(const std::string& path, const std::string& key) {
+  std::string data;
+  if (!read_file(path, data)) return false;
+  if (data.size() < sizeof(Footer)) return false;
+  Footer f{};
+  std::memcpy(&f, data.data() + data.size() - sizeof f, sizeof f);
+  if (std::memcmp(f.magic, kMagic, sizeof kMagic) != 0) return false;
+  if (f.key_size != key.size() || f.payload_size + f.key_size + sizeof f != data.size())
+    return false;
+  if (data.compare(f.payload_size, f.key_size, key) != 0) return false;
+  return checksum64(data.data(), f.payload_size) == f.payload_checksum;
+}
+
+BuildResult KernelCache::load_or_build(const std::string& source, const CompilerInfo& cc) const {
+  auto t0 = std::chrono::steady_clock::now();
+  BuildResult result;
+  std::string key = key_for(source, cc);
+  std::string path = path_for(key);
+  if (enabled_ && valid_entry(path, key)) {
+    try {
+      result.library = std::make_shared<SharedLibrary>(path);
+      result.cache_hit = true;
+      result.path = path;
+      result.seconds = seconds_since(t0);
+      return result;
+    } catch (const CompileError&) {
+      // A complete entry that does not load (built for another libc?): rebuild it below.
+    }
+  }
+  if (!cc.unavailable.empty()) throw CompileError(cc.unavailable);
+  std::string stem = path.substr(0, path.size() - 3);
+  std::string suffix = unique_suffix();
+  std::string src_tmp = stem + suffix + ".cpp";
+  std::string obj_tmp = stem + suffix + ".so";
+  {
+    std::ofstream out(src_tmp, std::ios::binary);
+    out << source;
+    if (!out) throw CompileError("[cpu] cannot write kernel source to " + src_tmp);
+  }
+  try {
+    run_compiler(cc, src_tmp, obj_tmp);
+  } catch (...) {
+    ::unlink(obj_tmp.c_str());
+    throw;  // the source stays for inspection
+  }
+  if (!seal_entry(obj_tmp, key)) {
+    ::unlink(obj_tmp.c_str());
+    ::unlink(src_tmp.c_str());
+    throw CompileError("[cpu] cannot write the compiled kernels to " + obj_tmp);
+  }
+  // Atomic publish: concurrent builders of the same key each rename a complete file.
+  std::string src_final = stem + ".cpp";
+  ::rename(src_tmp.c_str(), src_final.c_str());
+  if (::rename(obj_tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(obj_tmp.c_str());
+    throw CompileError("[cpu] cannot publish compiled kernels at " + path + ": " +
+                       std::strerror(errno));
+  }
+  result.library = std::make_shared<SharedLibrary>(path);
+  result.path = path;
+  result.source_path = src_final;
+  if (!enabled_) {
+    // Uncached: the loaded mapping stays valid after the files are removed.
+    ::unlink(path.c_str());
+    ::unlink(src_final.c_str());
+  }
+  result.seconds = seconds_since(t0);
+  return result;
+}
+
+}  // namespace thea::cpu

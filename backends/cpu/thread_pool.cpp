@@ -1,0 +1,121 @@
+#include "cpu/thread_pool.hpp"
+
+#include <sched.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define THEA_CPU_RELAX() _mm_pause()
+#else
+#define THEA_CPU_RELAX() ((void)0)
+#endif
+
+namespace thea::cpu {
+namespace {
+
+constexpr std::uint64_t kPartMask = 0xffffffffULL;
+
+std::uint64_t pack(std::uint32_t gen, std::uint32_t next) {
+  return (static_cast<std::uint64_t>(gen) << 32) | next;
+}
+
+}  // namespace
+
+ThreadPool::ThreadPool(int threads, int spin_microseconds) : spin_us_(spin_microseconds) {
+  for (int i = 1; i < threads; ++i) helpers_.emplace_back([this] { helper_loop(); });
+}
+
+ThreadPool::~ThreadPool() {
+  stop_.store(true, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_release);
+  generation_.notify_all();
+  for (auto& t : helpers_) t.join();
+}
+
+int ThreadPool::default_threads() {
+  if (const char* env = std::getenv("THEA_NUM_THREADS"); env && *env) {
+    int n = std::atoi(env);
+    if (n >= 1) return n < 256 ? n : 256;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+ThreadPool& ThreadPool::global() {
+  // Leaked on purpose: helpers must outlive every static Program destroyed at exit.
+  static ThreadPool* pool = new ThreadPool(default_threads());
+  return *pool;
+}
+
+int ThreadPool::work(std::uint32_t gen) {
+  int ran = 0;
+  for (;;) {
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    if ((s >> 32) != gen) return ran;
+    auto next = static_cast<int>(s & kPartMask);
+    // Fields are read before the claim; a failed CAS (new generation) discards them.
+    PartFn fn = fn_.load(std::memory_order_relaxed);
+    void* ctx = ctx_.load(std::memory_order_relaxed);
+    int nparts = nparts_.load(std::memory_order_relaxed);
+    if (next >= nparts) return ran;
+    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) continue;
+    fn(ctx, next);
+    ++ran;
+    done_.fetch_add(1, std::memory_order_release);
+  }
+}
+
+void ThreadPool::helper_loop() {
+  std::uint32_t seen = generation_.load(std::memory_order_acquire);
+  for (;;) {
+    // Spin for a while: launches come in quick succession during a training loop.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+    std::uint32_t gen = seen;
+    int polls = 0;
+    while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
+      THEA_CPU_RELAX();
+      if (++polls % 64 == 0 && std::chrono::steady_clock::now() > deadline) {
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        // Re-check after announcing ourselves, so a launch published meanwhile is not missed.
+        if (generation_.load(std::memory_order_seq_cst) == seen) generation_.wait(seen);
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+      }
+    }
+    seen = gen;
+    if (stop_.load(std::memory_order_acquire)) return;
+    if (work(gen) > 0) helped_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void ThreadPool::run(int nparts, PartFn fn, void* ctx) {
+  if (nparts <= 0) return;
+  if (helpers_.empty() || nparts == 1) {
+    for (int p = 0; p < nparts; ++p) fn(ctx, p);
+    return;
+  }
+  std::uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
+  fn_.store(fn, std::memory_order_relaxed);
+  ctx_.store(ctx, std::memory_order_relaxed);
+  nparts_.store(nparts, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  state_.store(pack(gen, 0), std::memory_order_release);
+  generation_.store(gen, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
+  int mine = work(gen);
+  // Wait for parts that helpers claimed; yield when they take long (a descheduled helper
+  // sharing our core gets to run).
+  int polls = 0;
+  while (done_.load(std::memory_order_acquire) < nparts) {
+    THEA_CPU_RELAX();
+    if (++polls > 2000) sched_yield();
+  }
+  (void)mine;
+  // Retire the launch so late helpers see no parts.
+  state_.store(pack(gen, static_cast<std::uint32_t>(nparts)), std::memory_order_release);
+}
+
+}  // namespace thea::cpu
