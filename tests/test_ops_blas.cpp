@@ -197,3 +197,14 @@ TEST_CASE("dot: integer operands get no gradient, float ones do") {
   REQUIRE(g[1]);
   CHECK(g[1].type().shape == Shape{3, 2});
 }
+
+TEST_CASE("dot: second derivatives (the gradient graph is differentiable)") {
+  auto hess = [](const std::vector<Variable>& v) { return grad(sum(sqr(dot(v[0], v[1]))), v[0]); };
+  CHECK_NOTHROW(verify_grad(hess, {Tensor::random_normal({2, 3}, 0, 1, 11, Dtype::Float64),
+                                   Tensor::random_normal({3, 2}, 0, 1, 12, Dtype::Float64)}));
+  auto hess_vec = [](const std::vector<Variable>& v) {
+    return grad(sum(sqr(dot(v[0], v[1]))), v[1]);
+  };
+  CHECK_NOTHROW(verify_grad(hess_vec, {Tensor::random_normal({2, 3}, 0, 1, 13, Dtype::Float64),
+                                       Tensor::random_normal({3}, 0, 1, 14, Dtype::Float64)}));
+}

@@ -370,3 +370,11 @@ TEST_CASE("concatenate_grad: forward and its own gradient") {
   };
   CHECK_NOTHROW(verify_grad(piece, {rnd({2, 5}, 7), rnd({2, 2}, 8), rnd({2, 3}, 9)}));
 }
+
+TEST_CASE("shape ops: second derivatives") {
+  auto fn = [](const std::vector<Variable>& v) {
+    Variable c = concatenate({flatten(v[0].T()), flatten(v[0])});
+    return grad(sum(sqr(c) * subtensor(stack({c, c}, 1).T(), {0})), v[0]);
+  };
+  CHECK_NOTHROW(verify_grad(fn, {rnd({2, 3}, 21)}));
+}

@@ -1,4 +1,4 @@
-#include "cpu/compiler.hpp"
+#include "compiler.hpp"
 
 #include <dlfcn.h>
 #include <fcntl.h>

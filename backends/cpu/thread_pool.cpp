@@ -1,4 +1,4 @@
-#include "cpu/thread_pool.hpp"
+#include "thread_pool.hpp"
 
 #include <sched.h>
 
@@ -55,14 +55,14 @@ int ThreadPool::work(std::uint32_t gen) {
   for (;;) {
     std::uint64_t s = state_.load(std::memory_order_acquire);
     if ((s >> 32) != gen) return ran;
-    auto next = static_cast<int>(s & kPartMask);
+    auto next = static_cast<std::uint32_t>(s & kPartMask);
     // Fields are read before the claim; a failed CAS (new generation) discards them.
     PartFn fn = fn_.load(std::memory_order_relaxed);
     void* ctx = ctx_.load(std::memory_order_relaxed);
-    int nparts = nparts_.load(std::memory_order_relaxed);
+    auto nparts = static_cast<std::uint32_t>(nparts_.load(std::memory_order_relaxed));
     if (next >= nparts) return ran;
     if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) continue;
-    fn(ctx, next);
+    fn(ctx, static_cast<int>(next));
     ++ran;
     done_.fetch_add(1, std::memory_order_release);
   }
@@ -114,8 +114,9 @@ void ThreadPool::run(int nparts, PartFn fn, void* ctx) {
     if (++polls > 2000) sched_yield();
   }
   (void)mine;
-  // Retire the launch so late helpers see no parts.
-  state_.store(pack(gen, static_cast<std::uint32_t>(nparts)), std::memory_order_release);
+  // Retire the launch before the next one rewrites fn_/ctx_/nparts_: no claim can succeed
+  // against a retired state, so a late helper never pairs this generation with new fields.
+  state_.store(pack(gen, 0xffffffffU), std::memory_order_release);
 }
 
 }  // namespace thea::cpu

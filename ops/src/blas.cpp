@@ -62,7 +62,8 @@ TensorType Dot::infer_type(const std::vector<NodePtr>& inputs) const {
     const TensorType& t = inputs[i]->type;
     if (t.ndim() < 1 || t.ndim() > 2)
       throw TypeError("dot takes vectors and matrices, but " + inputs[i]->label() + " is " +
-                      rank_word(t.ndim()) + " (" + t.str() + "); use mul for scalars");
+                      rank_word(t.ndim()) + " (" + t.str() + ")" +
+                      (t.ndim() == 0 ? "; use mul for scalars" : ""));
   }
   if (a.dtype == Dtype::Bool || b.dtype == Dtype::Bool)
     throw TypeError("dot of bool tensors is not supported; cast " +

@@ -81,8 +81,8 @@ Shape broadcast_runtime(const std::vector<Shape>& shapes) { return broadcast_imp
 
 int normalize_axis(int axis, int ndim, const char* op_name) {
   if (axis < -ndim || axis >= ndim) {
-    throw ValueError(fmt::format("[{}] axis {} is out of range for a tensor of rank {}", op_name,
-                                 axis, ndim));
+    throw ValueError(
+        fmt::format("[{}] axis {} is out of range for a tensor of rank {}", op_name, axis, ndim));
   }
   return axis < 0 ? axis + ndim : axis;
 }
@@ -281,11 +281,16 @@ void unary_kernel(ScalarOp op, Tensor& out, const LoopPlan& plan, const Tensor& 
     case ScalarOp::Neg:
       if constexpr (!std::is_same_v<T, bool>) return run([](T x) { return thea_neg(x); });
       break;
-    case ScalarOp::Abs: return run([](T x) { return thea_abs(x); });
-    case ScalarOp::Sign: return run([](T x) { return thea_sign(x); });
-    case ScalarOp::Sqr: return run([](T x) { return thea_sqr(x); });
-    case ScalarOp::Identity: return run([](T x) { return thea_identity(x); });
-    case ScalarOp::Not: return run_bool([](T x) { return thea_not(x); });
+    case ScalarOp::Abs:
+      return run([](T x) { return thea_abs(x); });
+    case ScalarOp::Sign:
+      return run([](T x) { return thea_sign(x); });
+    case ScalarOp::Sqr:
+      return run([](T x) { return thea_sqr(x); });
+    case ScalarOp::Identity:
+      return run([](T x) { return thea_identity(x); });
+    case ScalarOp::Not:
+      return run_bool([](T x) { return thea_not(x); });
     case ScalarOp::Exp:
       if constexpr (kFloat) return run([](T x) { return thea_exp(x); });
       break;
@@ -313,7 +318,8 @@ void unary_kernel(ScalarOp op, Tensor& out, const LoopPlan& plan, const Tensor& 
     case ScalarOp::Cast:
       return visit_dtype(out.dtype(), [&](auto to_tag) {
         using To = decltype(to_tag);
-        run_loop<To, T>(out, plan, [](T x) { return thea_cast<To>(x); }, a);
+        run_loop<To, T>(
+            out, plan, [](T x) { return thea_cast<To>(x); }, a);
       });
     default:
       break;
@@ -327,32 +333,46 @@ void binary_kernel(ScalarOp op, Tensor& out, const LoopPlan& plan, const Tensor&
   auto run = [&](auto f) { run_loop<T, T, T>(out, plan, f, a, b); };
   auto run_bool = [&](auto f) { run_loop<bool, T, T>(out, plan, f, a, b); };
   switch (op) {
-    case ScalarOp::Add: return run([](T x, T y) { return thea_add(x, y); });
+    case ScalarOp::Add:
+      return run([](T x, T y) { return thea_add(x, y); });
     case ScalarOp::Sub:
       if constexpr (!std::is_same_v<T, bool>) return run([](T x, T y) { return thea_sub(x, y); });
       break;
-    case ScalarOp::Mul: return run([](T x, T y) { return thea_mul(x, y); });
+    case ScalarOp::Mul:
+      return run([](T x, T y) { return thea_mul(x, y); });
     case ScalarOp::Div:
       if constexpr (std::is_floating_point_v<T>) {
         return run([](T x, T y) { return thea_div(x, y); });
       }
       break;
-    case ScalarOp::Pow: return run([](T x, T y) { return static_cast<T>(thea_pow(x, y)); });
-    case ScalarOp::Maximum: return run([](T x, T y) { return thea_maximum(x, y); });
-    case ScalarOp::Minimum: return run([](T x, T y) { return thea_minimum(x, y); });
-    case ScalarOp::Lt: return run_bool([](T x, T y) { return thea_lt(x, y); });
-    case ScalarOp::Le: return run_bool([](T x, T y) { return thea_le(x, y); });
-    case ScalarOp::Gt: return run_bool([](T x, T y) { return thea_gt(x, y); });
-    case ScalarOp::Ge: return run_bool([](T x, T y) { return thea_ge(x, y); });
-    case ScalarOp::Eq: return run_bool([](T x, T y) { return thea_eq(x, y); });
-    case ScalarOp::Ne: return run_bool([](T x, T y) { return thea_ne(x, y); });
-    case ScalarOp::And: return run_bool([](T x, T y) { return thea_and(x, y); });
-    case ScalarOp::Or: return run_bool([](T x, T y) { return thea_or(x, y); });
+    case ScalarOp::Pow:
+      return run([](T x, T y) { return static_cast<T>(thea_pow(x, y)); });
+    case ScalarOp::Maximum:
+      return run([](T x, T y) { return thea_maximum(x, y); });
+    case ScalarOp::Minimum:
+      return run([](T x, T y) { return thea_minimum(x, y); });
+    case ScalarOp::Lt:
+      return run_bool([](T x, T y) { return thea_lt(x, y); });
+    case ScalarOp::Le:
+      return run_bool([](T x, T y) { return thea_le(x, y); });
+    case ScalarOp::Gt:
+      return run_bool([](T x, T y) { return thea_gt(x, y); });
+    case ScalarOp::Ge:
+      return run_bool([](T x, T y) { return thea_ge(x, y); });
+    case ScalarOp::Eq:
+      return run_bool([](T x, T y) { return thea_eq(x, y); });
+    case ScalarOp::Ne:
+      return run_bool([](T x, T y) { return thea_ne(x, y); });
+    case ScalarOp::And:
+      return run_bool([](T x, T y) { return thea_and(x, y); });
+    case ScalarOp::Or:
+      return run_bool([](T x, T y) { return thea_or(x, y); });
     case ScalarOp::Second:
       // Input 0 only gives the shape; it keeps its own dtype.
       return visit_dtype(a.dtype(), [&](auto like_tag) {
         using A = decltype(like_tag);
-        run_loop<T, A, T>(out, plan, [](A x, T y) { return thea_second(x, y); }, a, b);
+        run_loop<T, A, T>(
+            out, plan, [](A x, T y) { return thea_second(x, y); }, a, b);
       });
     default:
       break;
@@ -371,8 +391,8 @@ void ternary_kernel(ScalarOp op, Tensor& out, const LoopPlan& plan, const Tensor
       // The condition keeps its own dtype (any non-zero value is true).
       return visit_dtype(a.dtype(), [&](auto cond_tag) {
         using C = decltype(cond_tag);
-        run_loop<T, C, T, T>(out, plan, [](C k, T x, T y) { return thea_switch(k, x, y); }, a, b,
-                             c);
+        run_loop<T, C, T, T>(
+            out, plan, [](C k, T x, T y) { return thea_switch(k, x, y); }, a, b, c);
       });
     default:
       break;
@@ -444,9 +464,12 @@ Tensor Elemwise::perform(const std::vector<Tensor>& inputs) const {
   visit_dtype(dp.compute, [&](auto tag) {
     using T = decltype(tag);
     switch (ins.size()) {
-      case 1: return unary_kernel<T>(scalar_op_, out, plan, ins[0]);
-      case 2: return binary_kernel<T>(scalar_op_, out, plan, ins[0], ins[1]);
-      default: return ternary_kernel<T>(scalar_op_, out, plan, ins[0], ins[1], ins[2]);
+      case 1:
+        return unary_kernel<T>(scalar_op_, out, plan, ins[0]);
+      case 2:
+        return binary_kernel<T>(scalar_op_, out, plan, ins[0], ins[1]);
+      default:
+        return ternary_kernel<T>(scalar_op_, out, plan, ins[0], ins[1], ins[2]);
     }
   });
   return out;
@@ -456,9 +479,15 @@ std::vector<Variable> Elemwise::vjp(const std::vector<Variable>& x, const Variab
                                     const Variable& g) const {
   std::vector<Variable> gx(x.size());
   switch (scalar_op_) {
-    case ScalarOp::Add: gx = {g, g}; break;
-    case ScalarOp::Sub: gx = {g, neg(g)}; break;
-    case ScalarOp::Mul: gx = {mul(g, x[1]), mul(g, x[0])}; break;
+    case ScalarOp::Add:
+      gx = {g, g};
+      break;
+    case ScalarOp::Sub:
+      gx = {g, neg(g)};
+      break;
+    case ScalarOp::Mul:
+      gx = {mul(g, x[1]), mul(g, x[0])};
+      break;
     case ScalarOp::Div:
       gx = {true_div(g, x[1]), neg(true_div(mul(g, out), x[1]))};
       break;
@@ -466,18 +495,42 @@ std::vector<Variable> Elemwise::vjp(const std::vector<Variable>& x, const Variab
       // d/da a^b = b a^(b-1); d/db a^b = a^b log(a) (NaN for a <= 0, as in Theano).
       gx = {mul(mul(g, x[1]), pow(x[0], sub(x[1], 1))), mul(mul(g, out), log(x[0]))};
       break;
-    case ScalarOp::Neg: gx = {neg(g)}; break;
-    case ScalarOp::Abs: gx = {mul(g, sgn(x[0]))}; break;
-    case ScalarOp::Exp: gx = {mul(g, out)}; break;
-    case ScalarOp::Log: gx = {true_div(g, x[0])}; break;
-    case ScalarOp::Log1p: gx = {true_div(g, add(x[0], 1))}; break;
-    case ScalarOp::Sqrt: gx = {true_div(g, mul(out, 2))}; break;
-    case ScalarOp::Sqr: gx = {mul(g, mul(x[0], 2))}; break;
-    case ScalarOp::Inv: gx = {neg(mul(g, sqr(out)))}; break;
-    case ScalarOp::Tanh: gx = {mul(g, sub(1, sqr(out)))}; break;
-    case ScalarOp::Sigmoid: gx = {mul(g, mul(out, sub(1, out)))}; break;
-    case ScalarOp::Softplus: gx = {mul(g, sigmoid(x[0]))}; break;
-    case ScalarOp::Identity: gx = {g}; break;
+    case ScalarOp::Neg:
+      gx = {neg(g)};
+      break;
+    case ScalarOp::Abs:
+      gx = {mul(g, sgn(x[0]))};
+      break;
+    case ScalarOp::Exp:
+      gx = {mul(g, out)};
+      break;
+    case ScalarOp::Log:
+      gx = {true_div(g, x[0])};
+      break;
+    case ScalarOp::Log1p:
+      gx = {true_div(g, add(x[0], 1))};
+      break;
+    case ScalarOp::Sqrt:
+      gx = {true_div(g, mul(out, 2))};
+      break;
+    case ScalarOp::Sqr:
+      gx = {mul(g, mul(x[0], 2))};
+      break;
+    case ScalarOp::Inv:
+      gx = {neg(mul(g, sqr(out)))};
+      break;
+    case ScalarOp::Tanh:
+      gx = {mul(g, sub(1, sqr(out)))};
+      break;
+    case ScalarOp::Sigmoid:
+      gx = {mul(g, mul(out, sub(1, out)))};
+      break;
+    case ScalarOp::Softplus:
+      gx = {mul(g, sigmoid(x[0]))};
+      break;
+    case ScalarOp::Identity:
+      gx = {g};
+      break;
     case ScalarOp::Maximum:
       // Ties go to the first operand, matching thea_maximum's choice.
       gx = {mul(g, ge(x[0], x[1])), mul(g, lt(x[0], x[1]))};
@@ -493,7 +546,9 @@ std::vector<Variable> Elemwise::vjp(const std::vector<Variable>& x, const Variab
     case ScalarOp::Switch:
       gx = {Variable(), switch_(x[0], g, 0), switch_(x[0], 0, g)};
       break;
-    case ScalarOp::Second: gx = {Variable(), g}; break;
+    case ScalarOp::Second:
+      gx = {Variable(), g};
+      break;
     case ScalarOp::Cast:
       if (!is_float(x[0].dtype())) return {Variable()};
       // A float cast to an integer is flat: zero gradient, not a disconnected one.
@@ -603,9 +658,7 @@ Variable sqrt(const Variable& x, Loc loc) { return apply_elemwise(ScalarOp::Sqrt
 Variable sqr(const Variable& x, Loc loc) { return apply_elemwise(ScalarOp::Sqr, {x}, loc); }
 Variable inv(const Variable& x, Loc loc) { return apply_elemwise(ScalarOp::Inv, {x}, loc); }
 Variable tanh(const Variable& x, Loc loc) { return apply_elemwise(ScalarOp::Tanh, {x}, loc); }
-Variable sigmoid(const Variable& x, Loc loc) {
-  return apply_elemwise(ScalarOp::Sigmoid, {x}, loc);
-}
+Variable sigmoid(const Variable& x, Loc loc) { return apply_elemwise(ScalarOp::Sigmoid, {x}, loc); }
 Variable softplus(const Variable& x, Loc loc) {
   return apply_elemwise(ScalarOp::Softplus, {x}, loc);
 }
@@ -636,9 +689,7 @@ Variable logical_and(const Variable& a, const Variable& b, Loc loc) {
 Variable logical_or(const Variable& a, const Variable& b, Loc loc) {
   return apply_elemwise(ScalarOp::Or, {a, b}, loc);
 }
-Variable logical_not(const Variable& x, Loc loc) {
-  return apply_elemwise(ScalarOp::Not, {x}, loc);
-}
+Variable logical_not(const Variable& x, Loc loc) { return apply_elemwise(ScalarOp::Not, {x}, loc); }
 Variable switch_(const Variable& cond, const Variable& a, const Variable& b, Loc loc) {
   return apply_elemwise(ScalarOp::Switch, {cond, a, b}, loc);
 }
@@ -679,8 +730,27 @@ Variable operator<(const VarAt& a, const Variable& b) { return lt(a.var, b, a.lo
 Variable operator<=(const VarAt& a, const Variable& b) { return le(a.var, b, a.loc); }
 Variable operator>(const VarAt& a, const Variable& b) { return gt(a.var, b, a.loc); }
 Variable operator>=(const VarAt& a, const Variable& b) { return ge(a.var, b, a.loc); }
-Variable operator&&(const VarAt& a, const Variable& b) { return logical_and(a.var, b, a.loc); }
-Variable operator||(const VarAt& a, const Variable& b) { return logical_or(a.var, b, a.loc); }
-Variable operator!(const VarAt& x) { return logical_not(x.var, x.loc); }
+namespace {
+// & and | are logical on bool tensors only: on integers numpy's & is bitwise, and a
+// silently logical result there would be a trap.
+void require_bool_operands(const char* op, const VarAt& a, const Variable& b) {
+  if (a.var && b && a.var.dtype() == Dtype::Bool && b.dtype() == Dtype::Bool) return;
+  if (!a.var || !b) return;  // apply_elemwise reports empty operands
+  throw TypeError(fmt::format(
+      "[{}] at {}: operator{} needs bool operands (comparisons such as x > 0); use logical_{} "
+      "for other dtypes (there is no bitwise {})\n{}",
+      op, SourceSite::from(a.loc).str(), op[0] == 'a' ? "&" : "|", op, op,
+      describe_inputs({a.var.node(), b.node()})));
+}
+}  // namespace
+
+Variable operator&(const VarAt& a, const Variable& b) {
+  require_bool_operands("and", a, b);
+  return logical_and(a.var, b, a.loc);
+}
+Variable operator|(const VarAt& a, const Variable& b) {
+  require_bool_operands("or", a, b);
+  return logical_or(a.var, b, a.loc);
+}
 
 }  // namespace thea

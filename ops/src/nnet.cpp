@@ -60,8 +60,8 @@ void check_rows_runtime(const Shape& p, const Shape& labels, const char* what) {
                                  shape_str(p), shape_str(labels)));
   }
   if (p[0] != labels[0]) {
-    throw ShapeError(fmt::format("p has shape {} but {} have shape {} (rows differ)",
-                                 shape_str(p), what, shape_str(labels)));
+    throw ShapeError(fmt::format("p has shape {} but {} have shape {} (rows differ)", shape_str(p),
+                                 what, shape_str(labels)));
   }
 }
 
@@ -178,7 +178,8 @@ Tensor CrossentropyCategorical1Hot::perform(const std::vector<Tensor>& inputs) c
       const T* pp = p.data<T>();
       for (std::int64_t i = 0; i < shape[0]; ++i) {
         const std::int64_t y = label_at(labels, i, classes);
-        out.data<T>()[i] = static_cast<T>(-thea_log(static_cast<double>(at2(pp, p.strides(), i, y))));
+        out.data<T>()[i] =
+            static_cast<T>(-thea_log(static_cast<double>(at2(pp, p.strides(), i, y))));
       }
     } else {
       throw TypeError("p must be float, got " + p.describe());
@@ -193,15 +194,13 @@ std::vector<Variable> CrossentropyCategorical1Hot::vjp(const std::vector<Variabl
   const Variable& p = inputs[0];
   Variable g = gout.dtype() == p.dtype() ? gout : cast(gout, p.dtype());
   return {Variable(make_apply_at(std::make_shared<CrossentropyCategorical1HotGrad>(),
-                                 {g.node(), p.node(), inputs[1].node()},
-                                 gout.node()->site)),
+                                 {g.node(), p.node(), inputs[1].node()}, gout.node()->site)),
           Variable()};
 }
 
 TensorType CrossentropyCategorical1HotGrad::infer_type(const std::vector<NodePtr>& inputs) const {
   if (inputs.size() != 3) {
-    throw TypeError(
-        fmt::format("{} takes 3 inputs (g, p, labels), got {}", name(), inputs.size()));
+    throw TypeError(fmt::format("{} takes 3 inputs (g, p, labels), got {}", name(), inputs.size()));
   }
   const TensorType& g = inputs[0]->type;
   if (!is_float(g.dtype) || g.ndim() != 1) {
@@ -236,8 +235,8 @@ Tensor CrossentropyCategorical1HotGrad::perform(const std::vector<Tensor>& input
       T* o = out.data<T>();
       for (std::int64_t i = 0; i < shape[0]; ++i) {
         const std::int64_t y = label_at(labels, i, shape[1]);
-        o[i * shape[1] + y] = static_cast<T>(-g.at<double>({i}) /
-                                             static_cast<double>(at2(pp, p.strides(), i, y)));
+        o[i * shape[1] + y] =
+            static_cast<T>(-g.at<double>({i}) / static_cast<double>(at2(pp, p.strides(), i, y)));
       }
     } else {
       throw TypeError("p must be float, got " + p.describe());
@@ -293,8 +292,8 @@ Variable categorical_crossentropy(const Variable& p, const Variable& y, Loc loc)
                      ": empty Variable");
   }
   if (is_integer(y.dtype()) && y.ndim() == 1 && p.ndim() == 2) {
-    return Variable(make_apply(std::make_shared<CrossentropyCategorical1Hot>(),
-                               {p.node(), y.node()}, loc));
+    return Variable(
+        make_apply(std::make_shared<CrossentropyCategorical1Hot>(), {p.node(), y.node()}, loc));
   }
   if (y.ndim() != p.ndim() || p.ndim() == 0) {
     throw TypeError(fmt::format(
@@ -308,9 +307,9 @@ Variable categorical_crossentropy(const Variable& p, const Variable& y, Loc loc)
 }
 
 Variable binary_crossentropy(const Variable& o, const Variable& t, Loc loc) {
-  return neg(add(mul(t, log(o, loc), loc), mul(sub(1.0, t, loc), log(sub(1.0, o, loc), loc), loc),
-                 loc),
-             loc);
+  return neg(
+      add(mul(t, log(o, loc), loc), mul(sub(1.0, t, loc), log(sub(1.0, o, loc), loc), loc), loc),
+      loc);
 }
 
 }  // namespace nnet

@@ -19,7 +19,8 @@ namespace thea {
 namespace {
 
 std::string axes_str(const std::vector<int>& axes) {
-  return axes.size() == 1 ? fmt::format("({})", axes[0])
+  // Python's tuple spelling, like shape_str: (1,) and (0, 2).
+  return axes.size() == 1 ? fmt::format("({},)", axes[0])
                           : fmt::format("({})", fmt::join(axes, ", "));
 }
 
@@ -124,10 +125,13 @@ Rows as_rows(const Tensor& x, const std::vector<int>& cov) {
 Dtype reduce_out_dtype(ReduceKind kind, Dtype in) {
   switch (kind) {
     case ReduceKind::Sum:
-    case ReduceKind::Prod: return is_float(in) ? in : Dtype::Int64;
-    case ReduceKind::Mean: return is_float(in) ? in : Dtype::Float64;
+    case ReduceKind::Prod:
+      return is_float(in) ? in : Dtype::Int64;
+    case ReduceKind::Mean:
+      return is_float(in) ? in : Dtype::Float64;
     case ReduceKind::Max:
-    case ReduceKind::Min: break;
+    case ReduceKind::Min:
+      break;
   }
   return in;
 }
@@ -150,11 +154,16 @@ Variable expand_reduced(const Variable& g, int in_ndim, const std::vector<int>& 
 
 const char* reduce_kind_name(ReduceKind kind) {
   switch (kind) {
-    case ReduceKind::Sum: return "sum";
-    case ReduceKind::Prod: return "prod";
-    case ReduceKind::Max: return "max";
-    case ReduceKind::Min: return "min";
-    case ReduceKind::Mean: return "mean";
+    case ReduceKind::Sum:
+      return "sum";
+    case ReduceKind::Prod:
+      return "prod";
+    case ReduceKind::Max:
+      return "max";
+    case ReduceKind::Min:
+      return "min";
+    case ReduceKind::Mean:
+      return "mean";
   }
   return "reduce";
 }
@@ -180,9 +189,10 @@ TensorType Reduce::infer_type(const std::vector<NodePtr>& inputs) const {
   if (kind_ == ReduceKind::Max || kind_ == ReduceKind::Min) {
     for (int a : covered_axes(axes_, t.ndim())) {
       if (t.shape[a] == 0) {
-        throw ValueError(fmt::format("zero-size reduction over axis {} of shape {} has no "
-                                     "identity",
-                                     a, static_shape_str(t.shape)));
+        throw ValueError(
+            fmt::format("zero-size reduction over axis {} of shape {} has no "
+                        "identity",
+                        a, static_shape_str(t.shape)));
       }
     }
   }
@@ -280,7 +290,9 @@ std::vector<Variable> Reduce::vjp(const std::vector<Variable>& inputs, const Var
   const Variable ge = expand_reduced(gout, x.ndim(), cov, keepdims_);
   Variable gx;
   switch (kind_) {
-    case ReduceKind::Sum: gx = fill(x, ge); break;
+    case ReduceKind::Sum:
+      gx = fill(x, ge);
+      break;
     case ReduceKind::Mean: {
       // A constant count when the reduced sizes are static, else counted at run time.
       std::int64_t count = 1;
@@ -289,9 +301,9 @@ std::vector<Variable> Reduce::vjp(const std::vector<Variable>& inputs, const Var
         if (x.type().shape[a] == kUnknownDim) known = false;
         count *= std::max<std::int64_t>(x.type().shape[a], 0);
       }
-      const Variable n = known ? Variable(static_cast<double>(count))
-                               : cast(size_of(x, axes_.empty() ? Axes() : Axes(axes_)),
-                                      gout.dtype());
+      const Variable n = known
+                             ? Variable(static_cast<double>(count))
+                             : cast(size_of(x, axes_.empty() ? Axes() : Axes(axes_)), gout.dtype());
       gx = fill(x, true_div(ge, n));
       break;
     }
@@ -395,7 +407,9 @@ Tensor ArgReduce::perform(const std::vector<Tensor>& inputs) const {
 // SizeOf
 // ---------------------------------------------------------------------------------------
 
-std::string SizeOf::params() const { return axes_.empty() ? std::string() : "axes=" + axes_str(axes_); }
+std::string SizeOf::params() const {
+  return axes_.empty() ? std::string() : "axes=" + axes_str(axes_);
+}
 
 TensorType SizeOf::infer_type(const std::vector<NodePtr>& inputs) const {
   if (inputs.size() != 1) {
@@ -423,8 +437,8 @@ Variable reduce_api(ReduceKind kind, const Variable& x, const Axes& axes, bool k
   const char* op = reduce_kind_name(kind);
   require(x, op, loc);
   std::vector<int> ax = normalize_axes(axes, x, op, loc);
-  return Variable(make_apply(std::make_shared<Reduce>(kind, std::move(ax), keepdims),
-                             {x.node()}, loc));
+  return Variable(
+      make_apply(std::make_shared<Reduce>(kind, std::move(ax), keepdims), {x.node()}, loc));
 }
 
 Variable arg_api(bool is_max, const Variable& x, std::optional<int> axis, bool keepdims,

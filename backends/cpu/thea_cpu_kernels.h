@@ -1,0 +1,176 @@
+// Hand-written building blocks for generated CPU kernels: GEMM micro-kernels specialised at
+// compile time for the skinny shapes of small classifiers (N <= 16 output columns, static K).
+// Embedded verbatim in every generated translation unit after thea_scalar.h (CMake turns it
+// into a string constant), so kernels and library agree without files at run time.
+// Plain C++17 with GCC/Clang vector extensions: the same source vectorises for SSE, AVX2 and
+// AVX-512 (THEA_VEC_BYTES, set by the renderer from the CPU's widest vector).
+#ifndef THEA_CPU_KERNELS_H
+#define THEA_CPU_KERNELS_H
+
+#include <stdint.h>
+
+#ifndef THEA_VEC_BYTES
+#define THEA_VEC_BYTES 32
+#endif
+
+namespace thea_k {
+
+template <class T>
+struct Vec {
+  typedef T type __attribute__((vector_size(THEA_VEC_BYTES)));
+  static constexpr int lanes = THEA_VEC_BYTES / static_cast<int>(sizeof(T));
+};
+
+template <class V, class T>
+static inline V vload(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Loads n < lanes elements, zero-filling the rest (a K tail).
+template <class V, class T>
+static inline V vload_partial(const T* p, int n) {
+  V v = V{};
+  __builtin_memcpy(&v, p, static_cast<unsigned long>(n) * sizeof(T));
+  return v;
+}
+
+// Sum of the lanes in a fixed order (halves first), so results do not depend on threads.
+template <class V, class T, int L>
+static inline T hsum(V v) {
+  T tmp[L];
+  __builtin_memcpy(tmp, &v, sizeof v);
+  for (int w = L / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) tmp[l] += tmp[l + w];
+  return tmp[0];
+}
+
+// Bt[j * Kp + k] = B[k * ldb + j], zero-padded to Kp (a multiple of the vector lanes).
+template <class T, int K, int N, int Kp>
+static inline void pack_bt(const T* B, int64_t ldb, T* Bt) {
+  for (int k = 0; k < K; ++k)
+    for (int j = 0; j < N; ++j) Bt[j * Kp + k] = B[k * ldb + j];
+  for (int j = 0; j < N; ++j)
+    for (int k = K; k < Kp; ++k) Bt[j * Kp + k] = T(0);
+}
+
+template <class T, int K>
+struct PackedK {
+  static constexpr int L = Vec<T>::lanes;
+  static constexpr int Kp = (K + L - 1) / L * L;
+};
+
+// C[i, j] = alpha * sum_k A[i, k] * B[k, j] + beta * C[i, j] for rows [i0, i1), with B given
+// packed and transposed (pack_bt). Vectorised along K, R rows at a time sharing each B load.
+// beta == 0 never reads C (it may hold garbage).
+template <class T, int K, int N>
+static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t lda, const T* Bt,
+                                  T* C, int64_t ldc, T alpha, T beta) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::lanes;
+  constexpr int Kp = PackedK<T, K>::Kp;
+  constexpr int Kfull = K / L * L;
+  constexpr int Regs = THEA_VEC_BYTES == 64 ? 24 : 12;  // accumulator registers to use
+  constexpr int R = N >= Regs ? 1 : Regs / N;
+  int64_t i = i0;
+  for (; i + R <= i1; i += R) {
+    V acc[R][N];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < N; ++j) acc[r][j] = V{};
+    for (int k = 0; k < Kfull; k += L) {
+      V a[R];
+      for (int r = 0; r < R; ++r) a[r] = vload<V>(A + (i + r) * lda + k);
+      for (int j = 0; j < N; ++j) {
+        V b = vload<V>(Bt + j * Kp + k);
+        for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
+      }
+    }
+    if constexpr (Kfull < K) {
+      V a[R];
+      for (int r = 0; r < R; ++r) a[r] = vload_partial<V>(A + (i + r) * lda + Kfull, K - Kfull);
+      for (int j = 0; j < N; ++j) {
+        V b = vload<V>(Bt + j * Kp + Kfull);
+        for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < N; ++j) {
+        T s = alpha * hsum<V, T, L>(acc[r][j]);
+        T* c = C + (i + r) * ldc + j;
+        *c = beta == T(0) ? s : s + beta * *c;
+      }
+  }
+  for (; i < i1; ++i) {
+    V acc[N];
+    for (int j = 0; j < N; ++j) acc[j] = V{};
+    for (int k = 0; k < Kfull; k += L) {
+      V a = vload<V>(A + i * lda + k);
+      for (int j = 0; j < N; ++j) acc[j] += a * vload<V>(Bt + j * Kp + k);
+    }
+    if constexpr (Kfull < K) {
+      V a = vload_partial<V>(A + i * lda + Kfull, K - Kfull);
+      for (int j = 0; j < N; ++j) acc[j] += a * vload<V>(Bt + j * Kp + Kfull);
+    }
+    for (int j = 0; j < N; ++j) {
+      T s = alpha * hsum<V, T, L>(acc[j]);
+      T* c = C + i * ldc + j;
+      *c = beta == T(0) ? s : s + beta * *c;
+    }
+  }
+}
+
+// C[k, j] = alpha * sum_i A[i, k] * D[i, j] + beta * C[k, j] (C = alpha A^T D + beta C) for
+// k in [k0, k1) (multiples of the lanes except at K). Vectorised along K: each chunk of K
+// keeps N accumulators while streaming all M rows, so the reduction over M (the batch) is
+// sequential and deterministic. C may be the buffer being updated in place (w -= lr X^T G):
+// each C element is read once, right before it is written.
+template <class T, int K, int N>
+static inline void gemm_tn_smalln(int64_t k0, int64_t k1, int64_t M, const T* A, int64_t lda,
+                                  const T* D, int64_t ldd, T* C, int64_t ldc, T alpha, T beta) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::lanes;
+  for (int64_t k = k0; k < k1; k += L) {
+    const int width = k + L <= k1 ? L : static_cast<int>(k1 - k);
+    V acc[N];
+    for (int j = 0; j < N; ++j) acc[j] = V{};
+    if (width == L) {
+      for (int64_t i = 0; i < M; ++i) {
+        V a = vload<V>(A + i * lda + k);
+        const T* d = D + i * ldd;
+        for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
+      }
+    } else {
+      for (int64_t i = 0; i < M; ++i) {
+        V a = vload_partial<V>(A + i * lda + k, width);
+        const T* d = D + i * ldd;
+        for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
+      }
+    }
+    T tmp[N][L];
+    __builtin_memcpy(tmp, acc, sizeof tmp);
+    for (int l = 0; l < width; ++l) {
+      T* c = C + (k + l) * ldc;
+      for (int j = 0; j < N; ++j) c[j] = beta == T(0) ? alpha * tmp[j][l] : alpha * tmp[j][l] + beta * c[j];
+    }
+  }
+}
+
+// Plain triple loop for any dtype and layout (integer products, odd shapes): C = alpha op(A)
+// op(B) + beta C with explicit strides, rows [i0, i1).
+template <class T>
+static inline void gemm_generic(int64_t i0, int64_t i1, int64_t N, int64_t K, const T* A,
+                                int64_t sa0, int64_t sa1, const T* B, int64_t sb0, int64_t sb1,
+                                T* C, int64_t sc0, int64_t sc1, T alpha, T beta) {
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      T s = T(0);
+      for (int64_t k = 0; k < K; ++k) s += A[i * sa0 + k * sa1] * B[k * sb0 + j * sb1];
+      T* c = C + i * sc0 + j * sc1;
+      *c = beta == T(0) ? T(alpha * s) : T(alpha * s + beta * *c);
+    }
+}
+
+}  // namespace thea_k
+
+#endif  // THEA_CPU_KERNELS_H

@@ -1,0 +1,625 @@
+#include "cuda/codegen.hpp"
+
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "cuda/kernel_cache.hpp"
+#include "cuda/nvrtc_compiler.hpp"
+#include "thea/error.hpp"
+#include "thea/ops/ops.hpp"
+#include "thea/ops/scalar.hpp"
+
+namespace thea::cuda {
+
+const char* cuda_type(Dtype d) {
+  switch (d) {
+    case Dtype::Bool: return "bool";
+    case Dtype::UInt8: return "uint8_t";
+    case Dtype::Int32: return "int32_t";
+    case Dtype::Int64: return "int64_t";
+    case Dtype::Float32: return "float";
+    case Dtype::Float64: return "double";
+  }
+  return "double";
+}
+
+std::string nvrtc_source(const std::string& body) {
+  return kernel_prelude() + kKernelLib + "\n" + body;
+}
+
+std::string emu_source(const std::string& body) {
+  return std::string(kEmuAbi) + "\n" + kEmuDevice + "\n" + kScalarPreamble + "\n" + kKernelLib +
+         "\n" + body;
+}
+
+namespace {
+
+using W = ParamWord::Kind;
+
+template <class T>
+const T* op_as(const NodePtr& n) {
+  return n->kind == NodeKind::Apply ? dynamic_cast<const T*>(n->op.get()) : nullptr;
+}
+
+// Builds one kernel: collects parameter words and the body text.
+class KernelWriter {
+ public:
+  KernelWriter(const Plan& plan, Step& step) : plan_(plan), step_(step) {}
+
+  const Value& val(int i) const { return plan_.values[static_cast<std::size_t>(i)]; }
+  Dtype dtype_of(int v) const { return val(v).node->type.dtype; }
+
+  // Returns "p.w[k]" for a new parameter word.
+  std::string word(ParamWord w) {
+    step_.params.push_back(std::move(w));
+    return "p.w[" + std::to_string(step_.params.size() - 1) + "]";
+  }
+  std::string word_const(std::int64_t c) { return word({W::Const, -1, 0, 0, c, {}}); }
+  std::string word_dim(int v, int axis) { return word({W::Dim, v, axis, 0, 0, {}}); }
+  std::string word_stride(int v, int axis) { return word({W::Stride, v, axis, 0, 0, {}}); }
+  std::string word_space_stride(int v, int axis, int rank) {
+    return word({W::SpaceStride, v, axis, rank, 0, {}});
+  }
+  std::string word_prod(int v, std::vector<int> axes) {
+    return word({W::Prod, v, 0, 0, 0, std::move(axes)});
+  }
+  std::string word_numel(int v) { return word({W::Numel, v, 0, 0, 0, {}}); }
+
+  // Expression for the data pointer of value v, typed T* (const unless writable).
+  std::string ptr(int v, bool writable = false) {
+    const std::string t = std::string(writable ? "" : "const ") + cuda_type(dtype_of(v)) + "*";
+    if (val(v).dynamic) return "((" + t + ")args[" + std::to_string(val(v).ptr_slot) + "])";
+    return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
+  }
+  std::string out_ptr() {
+    int v = step_.target >= 0 ? step_.target : step_.out;
+    const std::string t = std::string(cuda_type(val(step_.out).node->type.dtype)) + "*";
+    if (step_.target < 0 && val(v).dynamic)
+      return "((" + t + ")args[" + std::to_string(val(v).ptr_slot) + "])";
+    return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
+  }
+
+  // A Host scalar read from the argument block, as its own dtype.
+  std::string host_scalar(int v) {
+    Dtype d = dtype_of(v);
+    std::string slot = std::to_string(val(v).scalar_slot);
+    if (is_float(d)) return "((" + std::string(cuda_type(d)) + ")thea_arg_f64(args, " + slot + "))";
+    if (d == Dtype::Bool) return "(thea_arg_i64(args, " + slot + ") != 0)";
+    return "((" + std::string(cuda_type(d)) + ")thea_arg_i64(args, " + slot + "))";
+  }
+
+  static std::string var(int v) { return "v" + std::to_string(v); }
+
+  std::ostringstream body;
+  const Plan& plan_;
+  Step& step_;
+};
+
+Dtype promote_all(const std::vector<Dtype>& ds) {
+  Dtype p = ds[0];
+  for (std::size_t i = 1; i < ds.size(); ++i) p = promote(p, ds[i]);
+  return p;
+}
+
+// The expression computing elementwise node n from its inputs' variables: the same functor
+// and the same dtype conversions as Elemwise::perform.
+std::string elemwise_expr(const Elemwise& e, const NodePtr& n, const std::vector<std::string>& in) {
+  const ScalarOp sop = e.scalar_op();
+  const ScalarOpInfo& info = scalar_info(sop);
+  std::vector<Dtype> dt;
+  for (const NodePtr& i : n->inputs) dt.push_back(i->type.dtype);
+  std::vector<int> vals;
+  if (sop == ScalarOp::Switch)
+    vals = {1, 2};
+  else if (sop == ScalarOp::Second)
+    vals = {1};
+  else
+    for (std::size_t i = 0; i < dt.size(); ++i) vals.push_back(static_cast<int>(i));
+  std::vector<Dtype> vd;
+  for (int i : vals) vd.push_back(dt[static_cast<std::size_t>(i)]);
+  Dtype ct;
+  switch (info.out) {
+    case ScalarOutKind::Bool: ct = promote_all(vd); break;
+    case ScalarOutKind::Explicit: ct = dt[0]; break;
+    default: ct = n->type.dtype; break;
+  }
+  const std::string CT = cuda_type(ct);
+  auto conv = [&](int i) { return "(" + CT + ")(" + in[static_cast<std::size_t>(i)] + ")"; };
+  const std::string f = info.functor;
+  switch (sop) {
+    case ScalarOp::Cast:
+      return f + "<" + cuda_type(n->type.dtype) + ", " + cuda_type(dt[0]) + ">(" + in[0] + ")";
+    case ScalarOp::Second:
+      return f + "<" + cuda_type(dt[0]) + ", " + CT + ">(" + in[0] + ", " + conv(1) + ")";
+    case ScalarOp::Switch:
+      return f + "<" + cuda_type(dt[0]) + ", " + CT + ">(" + in[0] + ", " + conv(1) + ", " +
+             conv(2) + ")";
+    case ScalarOp::Pow:
+      if (!is_float(ct))  // host std::pow on integers computes in double
+        return "(" + CT + ")" + f + "<double>((double)(" + in[0] + "), (double)(" + in[1] + "))";
+      return "(" + CT + ")" + f + "<" + CT + ">(" + conv(0) + ", " + conv(1) + ")";
+    default: {
+      std::string s = f + "<" + CT + ">(";
+      for (int i = 0; i < info.arity; ++i) s += (i ? ", " : "") + conv(i);
+      return s + ")";
+    }
+  }
+}
+
+// Emits the fused nodes of a step (inputs first) as SSA variables.
+void emit_fused(KernelWriter& kw, const std::string& indent) {
+  for (const NodePtr& f : kw.step_.fused) {
+    int v = kw.plan_.index.at(f.get());
+    std::vector<std::string> in;
+    for (const NodePtr& i : f->inputs) in.push_back(KernelWriter::var(kw.plan_.index.at(i.get())));
+    const auto* e = op_as<Elemwise>(f);
+    if (!e) throw Error("cuda codegen: fused node " + f->describe() + " is not elementwise");
+    kw.body << indent << "const " << cuda_type(f->type.dtype) << " " << KernelWriter::var(v)
+            << " = " << elemwise_expr(*e, f, in) << ";\n";
+  }
+}
+
+// Loads every operand of a kernel at the current index: `linear` for full operands, else
+// the sum of coords[d] * stride(d) over the index space (strides as parameter words).
+void emit_loads(KernelWriter& kw, const std::string& indent, const std::string& linear,
+                const std::vector<std::string>& coords, int rank) {
+  for (const Operand& o : kw.step_.operands) {
+    const Value& ov = kw.val(o.value);
+    const std::string T = cuda_type(ov.node->type.dtype);
+    std::string rhs;
+    if (ov.place == Place::Host) {
+      rhs = kw.host_scalar(o.value);
+    } else if (o.full) {
+      rhs = kw.ptr(o.value) + "[" + linear + "]";
+    } else {
+      std::string off;
+      for (int d = 0; d < rank; ++d) {
+        if (!off.empty()) off += " + ";
+        off += coords[static_cast<std::size_t>(d)] + " * " + kw.word_space_stride(o.value, d, rank);
+      }
+      rhs = kw.ptr(o.value) + "[" + (off.empty() ? "0" : off) + "]";
+    }
+    kw.body << indent << "const " << T << " " << KernelWriter::var(o.value) << " = " << rhs
+            << ";\n";
+  }
+}
+
+bool all_full(const Step& st, const Plan& plan) {
+  for (const Operand& o : st.operands)
+    if (!o.full && plan.values[static_cast<std::size_t>(o.value)].place != Place::Host)
+      return false;
+  return true;
+}
+
+// coords c0..c{rank-1} of linear index `lin` over the dims of value `space`.
+std::vector<std::string> emit_coords(KernelWriter& kw, const std::string& indent,
+                                     const std::string& lin, int space, int rank,
+                                     const std::string& prefix) {
+  std::vector<std::string> c(static_cast<std::size_t>(rank));
+  if (rank == 0) return c;
+  kw.body << indent << "long long " << prefix << "r = " << lin << ";\n";
+  for (int d = rank - 1; d >= 0; --d) {
+    c[static_cast<std::size_t>(d)] = prefix + std::to_string(d);
+    std::string dim = kw.word_dim(space, d);
+    if (d > 0) {
+      kw.body << indent << "const long long " << c[static_cast<std::size_t>(d)] << " = " << prefix
+              << "r % " << dim << "; " << prefix << "r /= " << dim << ";\n";
+    } else {
+      kw.body << indent << "const long long " << c[0] << " = " << prefix << "r;\n";
+      step_unused(dim);
+    }
+  }
+  return c;
+}
+
+void step_unused(const std::string&) {}
+
+const char* kHeader = "extern \"C\" __global__ void __launch_bounds__(1024) ";
+
+std::string grid_loop(const std::string& n) {
+  return "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < " + n +
+         "; i += (long long)gridDim.x * blockDim.x) {\n";
+}
+
+void render_map(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int rank = st.index_rank;
+  const std::string n = kw.word_numel(st.out);
+  kw.body << grid_loop(n);
+  std::vector<std::string> coords;
+  if (!all_full(st, kw.plan_)) coords = emit_coords(kw, "    ", "i", st.out, rank, "c");
+  emit_loads(kw, "    ", "i", coords, rank);
+  emit_fused(kw, "    ");
+  kw.body << "    " << kw.out_ptr() << "[i] = " << KernelWriter::var(st.out) << ";\n  }\n";
+}
+
+void render_copy(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int src = st.operands[0].value;
+  const int rank = st.index_rank;
+  const std::string n = kw.word_numel(src);
+  kw.body << grid_loop(n);
+  auto coords = emit_coords(kw, "    ", "i", src, rank, "c");
+  std::string off;
+  for (int d = 0; d < rank; ++d)
+    off += (off.empty() ? "" : " + ") + coords[static_cast<std::size_t>(d)] + " * " +
+           kw.word_stride(src, d);
+  kw.body << "    " << kw.out_ptr() << "[i] = " << kw.ptr(src) << "[" << (off.empty() ? "0" : off)
+          << "];\n  }\n";
+}
+
+struct ReduceShape {
+  std::vector<int> kept, reduced;
+};
+
+ReduceShape reduce_axes(int rank, const std::vector<int>& axes_or_all) {
+  ReduceShape r;
+  for (int d = 0; d < rank; ++d) {
+    bool red = axes_or_all.empty() ||
+               std::find(axes_or_all.begin(), axes_or_all.end(), d) != axes_or_all.end();
+    (red ? r.reduced : r.kept).push_back(d);
+  }
+  return r;
+}
+
+// Shared skeleton of the segment kernels: rows of `len` elements; for each element the
+// operands are loaded and the fused expression evaluated; `body_fn(value_expr)` accumulates.
+struct SegmentLoop {
+  std::string rows, len;
+  std::vector<std::string> kept_dims;  // words
+  std::vector<std::string> red_dims;
+};
+
+// Emits row decomposition and per-operand base offsets (inside `if (valid)`), returns the
+// per-element load code generator.
+void emit_segment_prologue(KernelWriter& kw, const ReduceShape& rs, int space,
+                           std::map<int, std::string>* bases) {
+  Step& st = kw.step_;
+  const std::string ind = "      ";
+  // kept coordinates
+  if (!rs.kept.empty()) {
+    kw.body << ind << "long long kr = row;\n";
+    for (int k = static_cast<int>(rs.kept.size()) - 1; k >= 0; --k) {
+      int axis = rs.kept[static_cast<std::size_t>(k)];
+      std::string dim = kw.word_dim(space, axis);
+      kw.body << ind << "const long long k" << axis << " = kr % " << dim << "; kr /= " << dim
+              << ";\n";
+    }
+  }
+  for (const Operand& o : st.operands) {
+    if (o.full || kw.val(o.value).place == Place::Host) continue;
+    std::string b = "ob" + std::to_string(o.value);
+    std::string e = "0";
+    for (int axis : rs.kept)
+      e += " + k" + std::to_string(axis) + " * " +
+           kw.word_space_stride(o.value, axis, st.index_rank);
+    kw.body << ind << "const long long " << b << " = " << e << ";\n";
+    (*bases)[o.value] = b;
+  }
+}
+
+void emit_segment_loads(KernelWriter& kw, const ReduceShape& rs, int space,
+                        const std::map<int, std::string>& bases, const std::string& ind) {
+  Step& st = kw.step_;
+  bool need_coords = false;
+  for (const Operand& o : st.operands)
+    if (!o.full && kw.val(o.value).place != Place::Host) need_coords = true;
+  if (need_coords && !rs.reduced.empty()) {
+    kw.body << ind << "long long jr = j;\n";
+    for (int k = static_cast<int>(rs.reduced.size()) - 1; k >= 0; --k) {
+      int axis = rs.reduced[static_cast<std::size_t>(k)];
+      std::string dim = kw.word_dim(space, axis);
+      kw.body << ind << "const long long a" << axis << " = jr % " << dim << "; jr /= " << dim
+              << ";\n";
+    }
+  }
+  for (const Operand& o : st.operands) {
+    const Value& ov = kw.val(o.value);
+    const std::string T = cuda_type(ov.node->type.dtype);
+    std::string rhs;
+    if (ov.place == Place::Host) {
+      rhs = kw.host_scalar(o.value);
+    } else if (o.full) {
+      rhs = kw.ptr(o.value) + "[row * len + j]";
+    } else {
+      std::string off = bases.at(o.value);
+      for (int axis : rs.reduced)
+        off += " + a" + std::to_string(axis) + " * " +
+               kw.word_space_stride(o.value, axis, st.index_rank);
+      rhs = kw.ptr(o.value) + "[" + off + "]";
+    }
+    kw.body << ind << "const " << T << " " << KernelWriter::var(o.value) << " = " << rhs << ";\n";
+  }
+  emit_fused(kw, ind);
+}
+
+std::string segment_head(KernelWriter& kw, int space, const ReduceShape& rs) {
+  std::string rows = kw.word_prod(space, rs.kept);
+  std::string len = kw.word_prod(space, rs.reduced);
+  std::ostringstream os;
+  os << "  THEA_DYN_SMEM(thea_smem);\n"
+     << "  const long long rows = " << rows << ", len = " << len << ";\n"
+     << "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows;"
+     << " base += (long long)gridDim.x * blockDim.y) {\n"
+     << "    const long long row = base + threadIdx.y;\n"
+     << "    const bool valid = row < rows;\n";
+  return os.str();
+}
+
+std::string int_limit(Dtype d, bool max) {
+  switch (d) {
+    case Dtype::Bool: return max ? "1" : "0";
+    case Dtype::UInt8: return max ? "255" : "0";
+    case Dtype::Int32: return max ? "2147483647" : "(-2147483647 - 1)";
+    default: return max ? "9223372036854775807LL" : "(-9223372036854775807LL - 1)";
+  }
+}
+
+void render_reduce(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const NodePtr& n = st.node;
+  const auto* r = op_as<Reduce>(n);
+  const int space = kw.plan_.index.at(n->inputs[0].get());
+  const Dtype in = n->inputs[0]->type.dtype, out = n->type.dtype;
+  ReduceShape rs = reduce_axes(st.index_rank, r->axes());
+  std::string acc_t, init, op, fin;
+  const std::string v = KernelWriter::var(space);
+  std::string combine;
+  switch (r->kind()) {
+    case ReduceKind::Sum:
+    case ReduceKind::Mean:
+      if (is_float(in) || r->kind() == ReduceKind::Mean) {
+        acc_t = "double";
+        init = "0.0";
+        combine = "acc = acc + (double)" + v;
+        op = "thea_op_add<double>()";
+        fin = r->kind() == ReduceKind::Mean ? "acc / (double)len" : "acc";
+      } else {
+        acc_t = "unsigned long long";
+        init = "0ull";
+        combine = "acc = acc + (unsigned long long)(long long)" + v;
+        op = "thea_op_add<unsigned long long>()";
+        fin = "(long long)acc";
+      }
+      break;
+    case ReduceKind::Prod:
+      if (is_float(in)) {
+        acc_t = "double";
+        init = "1.0";
+        combine = "acc = acc * (double)" + v;
+        op = "thea_op_mul<double>()";
+      } else {
+        acc_t = "unsigned long long";
+        init = "1ull";
+        combine = "acc = acc * (unsigned long long)(long long)" + v;
+        op = "thea_op_mul<unsigned long long>()";
+      }
+      fin = is_float(in) ? "acc" : "(long long)acc";
+      break;
+    case ReduceKind::Max:
+    case ReduceKind::Min: {
+      const bool mx = r->kind() == ReduceKind::Max;
+      if (is_float(in)) {
+        acc_t = cuda_type(in);
+        init = mx ? "thea_neg_inf<" + acc_t + ">()" : "(-thea_neg_inf<" + acc_t + ">())";
+      } else {
+        acc_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : cuda_type(in);
+        init = "(" + acc_t + ")" + int_limit(in, !mx);
+      }
+      const std::string f = mx ? "thea_maximum" : "thea_minimum";
+      combine = "acc = " + f + "<" + acc_t + ">(acc, (" + acc_t + ")" + v + ")";
+      op = std::string(mx ? "thea_op_max<" : "thea_op_min<") + acc_t + ">()";
+      fin = "acc";
+      break;
+    }
+  }
+  kw.body << segment_head(kw, space, rs);
+  kw.body << "    " << acc_t << " acc = " << init << ";\n    if (valid) {\n";
+  std::map<int, std::string> bases;
+  emit_segment_prologue(kw, rs, space, &bases);
+  kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
+  emit_segment_loads(kw, rs, space, bases, "        ");
+  kw.body << "        " << combine << ";\n      }\n    }\n";
+  kw.body << "    acc = thea_segment_allreduce<" << acc_t << ">(acc, " << op << ", (" << acc_t
+          << "*)thea_smem);\n";
+  kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = ("
+          << cuda_type(out) << ")(" << fin << ");\n  }\n";
+}
+
+void render_argreduce(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const NodePtr& n = st.node;
+  const auto* a = op_as<ArgReduce>(n);
+  const int space = kw.plan_.index.at(n->inputs[0].get());
+  const Dtype in = n->inputs[0]->type.dtype;
+  ReduceShape rs = reduce_axes(st.index_rank, a->axis() < 0 ? std::vector<int>{}
+                                                            : std::vector<int>{a->axis()});
+  const bool mx = a->is_max();
+  std::string val_t, init;
+  if (is_float(in)) {
+    val_t = cuda_type(in);
+    init = mx ? "thea_neg_inf<" + val_t + ">()" : "(-thea_neg_inf<" + val_t + ">())";
+  } else {
+    val_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : cuda_type(in);
+    init = "(" + val_t + ")" + int_limit(in, !mx);
+  }
+  const std::string v = KernelWriter::var(space);
+  kw.body << segment_head(kw, space, rs);
+  kw.body << "    " << val_t << " best = " << init
+          << ";\n    long long bi = 9223372036854775807LL;\n    if (valid) {\n";
+  std::map<int, std::string> bases;
+  emit_segment_prologue(kw, rs, space, &bases);
+  kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
+  emit_segment_loads(kw, rs, space, bases, "        ");
+  kw.body << "        const " << val_t << " x = (" << val_t << ")" << v << ";\n"
+          << "        if (thea_arg_better<" << val_t << ">(x, j, best, bi, " << (mx ? "true" : "false")
+          << ")) { best = x; bi = j; }\n      }\n    }\n";
+  kw.body << "    thea_segment_argreduce<" << val_t << ">(best, bi, " << (mx ? "true" : "false")
+          << ", thea_smem);\n";
+  kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = (int64_t)bi;\n  }\n";
+}
+
+void render_softmax(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const NodePtr& n = st.node;
+  const bool log = op_as<Softmax>(n)->log();
+  const int space = kw.plan_.index.at(n->inputs[0].get());
+  const int rank = st.index_rank;
+  ReduceShape rs;
+  for (int d = 0; d < rank - 1; ++d) rs.kept.push_back(d);
+  rs.reduced.push_back(rank - 1);
+  const std::string v = KernelWriter::var(space);
+  const std::string T = cuda_type(n->type.dtype);
+  kw.body << segment_head(kw, space, rs);
+  std::map<int, std::string> bases;
+  // Pass 1: max; pass 2: sum of exp; pass 3: write. The input is recomputed per pass
+  // (cheaper than storing it: rows are short and the fused expression is cheap).
+  kw.body << "    double m = thea_neg_inf<double>();\n    if (valid) {\n";
+  emit_segment_prologue(kw, rs, space, &bases);
+  kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
+  emit_segment_loads(kw, rs, space, bases, "        ");
+  kw.body << "        m = thea_maximum((double)" << v << ", m);\n      }\n    }\n";
+  kw.body << "    m = thea_segment_allreduce<double>(m, thea_op_max<double>(), (double*)thea_smem);\n";
+  kw.body << "    double s = 0.0;\n    if (valid) {\n";
+  bases.clear();
+  emit_segment_prologue(kw, rs, space, &bases);
+  kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
+  emit_segment_loads(kw, rs, space, bases, "        ");
+  kw.body << "        s += thea_exp((double)" << v << " - m);\n      }\n    }\n";
+  kw.body << "    s = thea_segment_allreduce<double>(s, thea_op_add<double>(), (double*)thea_smem);\n";
+  kw.body << "    if (valid) {\n      const double ls = thea_log(s);\n";
+  bases.clear();
+  emit_segment_prologue(kw, rs, space, &bases);
+  const std::string out = kw.out_ptr();
+  kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
+  emit_segment_loads(kw, rs, space, bases, "        ");
+  if (log)
+    kw.body << "        " << out << "[row * len + j] = (" << T << ")((double)" << v
+            << " - m - ls);\n";
+  else
+    kw.body << "        " << out << "[row * len + j] = (" << T << ")(thea_exp((double)" << v
+            << " - m) / s);\n";
+  kw.body << "      }\n    }\n  }\n";
+}
+
+std::string load2(KernelWriter& kw, int v, const std::string& i, const std::string& j) {
+  return kw.ptr(v) + "[" + i + " * " + kw.word_stride(v, 0) + " + " + j + " * " +
+         kw.word_stride(v, 1) + "]";
+}
+std::string load1(KernelWriter& kw, int v, const std::string& i) {
+  return kw.ptr(v) + "[" + i + " * " + kw.word_stride(v, 0) + "]";
+}
+
+void render_xent(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int p = st.operands[0].value, l = st.operands[1].value;
+  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string rows = kw.word_dim(p, 0), classes = kw.word_dim(p, 1);
+  kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
+  kw.body << "  const long long classes = " << classes << ";\n";
+  kw.body << grid_loop(rows);
+  kw.body << "    const long long y = (long long)" << load1(kw, l, "i") << ";\n"
+          << "    if (y < 0 || y >= classes) { atomicOr(err, THEA_ERR_INDEX); "
+          << kw.out_ptr() << "[i] = (" << T << ")0; continue; }\n"
+          << "    " << kw.out_ptr() << "[i] = (" << T << ")(-thea_log((double)"
+          << load2(kw, p, "i", "y") << "));\n  }\n";
+}
+
+void render_xent_grad(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int g = st.operands[0].value, p = st.operands[1].value, l = st.operands[2].value;
+  const std::string T = cuda_type(st.node->type.dtype);
+  kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
+  kw.body << "  const long long classes = " << kw.word_dim(p, 1) << ";\n";
+  kw.body << grid_loop(kw.word_numel(p));
+  kw.body << "    const long long r = i / classes, c = i % classes;\n"
+          << "    const long long y = (long long)" << load1(kw, l, "r") << ";\n"
+          << "    if (y < 0 || y >= classes) { if (c == 0) atomicOr(err, THEA_ERR_INDEX); "
+          << kw.out_ptr() << "[i] = (" << T << ")0; continue; }\n"
+          << "    " << kw.out_ptr() << "[i] = c == y ? (" << T << ")(-(double)" << load1(kw, g, "r")
+          << " / (double)" << load2(kw, p, "r", "c") << ") : (" << T << ")0;\n  }\n";
+}
+
+void render_one_hot(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const auto* oh = op_as<OneHot>(st.node);
+  const int l = st.operands[0].value;
+  const std::string T = cuda_type(st.node->type.dtype);
+  kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
+  kw.body << "  const long long classes = " << kw.word_const(oh->num_classes()) << ";\n";
+  kw.body << grid_loop(kw.word_numel(st.out));
+  kw.body << "    const long long r = i / classes, c = i % classes;\n"
+          << "    const long long y = (long long)" << load1(kw, l, "r") << ";\n"
+          << "    if ((y < 0 || y >= classes) && c == 0) atomicOr(err, THEA_ERR_INDEX);\n"
+          << "    " << kw.out_ptr() << "[i] = (" << T << ")(c == y ? 1 : 0);\n  }\n";
+}
+
+void render_dot_naive(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int a = st.operands[0].value, b = st.operands[1].value;
+  const NodePtr& n = st.node;
+  const Dtype dt = n->type.dtype;
+  const std::string T = cuda_type(dt), Acc = is_float(dt) ? "double" : "long long";
+  const int ra = n->inputs[0]->type.ndim(), rb = n->inputs[1]->type.ndim();
+  const std::string m = ra == 2 ? kw.word_dim(a, 0) : kw.word_const(1);
+  const std::string k = kw.word_dim(a, ra - 1);
+  const std::string nn = rb == 2 ? kw.word_dim(b, 1) : kw.word_const(1);
+  const std::string as0 = ra == 2 ? kw.word_stride(a, 0) : kw.word_const(0);
+  const std::string as1 = kw.word_stride(a, ra - 1);
+  const std::string bs0 = kw.word_stride(b, 0);
+  const std::string bs1 = rb == 2 ? kw.word_stride(b, 1) : kw.word_const(0);
+  const std::string Ta = cuda_type(n->inputs[0]->type.dtype), Tb = cuda_type(n->inputs[1]->type.dtype);
+  kw.body << "  const long long m = " << m << ", n = " << nn << ", k = " << k << ";\n";
+  kw.body << grid_loop("m * n");
+  kw.body << "    const long long r = i / n, c = i % n;\n    " << Acc << " acc = 0;\n"
+          << "    for (long long q = 0; q < k; ++q)\n"
+          << "      acc += (" << Acc << ")(" << T << ")" << kw.ptr(a) << "[r * " << as0 << " + q * "
+          << as1 << "] * (" << Acc << ")(" << T << ")" << kw.ptr(b) << "[q * " << bs0 << " + c * "
+          << bs1 << "];\n"
+          << "    " << kw.out_ptr() << "[i] = (" << T << ")acc;\n  }\n";
+  (void)Ta;
+  (void)Tb;
+}
+
+}  // namespace
+
+void render_kernels(Plan& plan) {
+  std::ostringstream src;
+  std::map<std::string, std::string> by_body;  // body -> kernel name
+  for (Step& st : plan.steps) {
+    st.params.clear();
+    KernelWriter kw(plan, st);
+    switch (st.kind) {
+      case StepKind::Map: render_map(kw); break;
+      case StepKind::Copy: render_copy(kw); break;
+      case StepKind::Reduce: render_reduce(kw); break;
+      case StepKind::ArgReduce: render_argreduce(kw); break;
+      case StepKind::Softmax: render_softmax(kw); break;
+      case StepKind::Xent: render_xent(kw); break;
+      case StepKind::XentGrad: render_xent_grad(kw); break;
+      case StepKind::OneHot: render_one_hot(kw); break;
+      case StepKind::DotNaive: render_dot_naive(kw); break;
+      default: continue;
+    }
+    const std::size_t nw = std::max<std::size_t>(st.params.size(), 1);
+    std::string body = "(const thea_params<" + std::to_string(nw) +
+                       "> p, const long long* __restrict__ args) {\n" + kw.body.str() + "}\n";
+    auto it = by_body.find(body);
+    if (it != by_body.end()) {
+      st.kernel = it->second;
+      continue;
+    }
+    std::string name = std::string("thea_") + step_kind_name(st.kind) + "_" +
+                       key_digest(body).substr(0, 12);
+    by_body[body] = name;
+    st.kernel = name;
+    src << "// " << step_kind_name(st.kind) << " for " << st.node->describe() << "\n"
+        << kHeader << name << body << "#ifdef THEA_EMU\nextern \"C\" void " << name
+        << "__emu(const long long* p, const long long* a) { " << name
+        << "(*reinterpret_cast<const thea_params<" << nw << ">*>(p), a); }\n#endif\n\n";
+  }
+  plan.source = src.str();
+}
+
+}  // namespace thea::cuda

@@ -1,0 +1,673 @@
+#include "cuda/lower.hpp"
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+
+#include "cuda/codegen.hpp"
+#include "thea/error.hpp"
+#include "thea/op.hpp"
+#include "thea/ops/ops.hpp"
+
+namespace thea::cuda {
+namespace {
+
+template <class T>
+const T* op_as(const NodePtr& n) {
+  return n->kind == NodeKind::Apply ? dynamic_cast<const T*>(n->op.get()) : nullptr;
+}
+
+bool is_scalar_like(const TensorType& t) {
+  for (auto d : t.shape)
+    if (d != 1) return false;
+  return true;
+}
+
+// Same rank and the same broadcastable (static size 1) axes: one index space.
+bool same_pattern(const TensorType& a, const TensorType& b) {
+  if (a.ndim() != b.ndim()) return false;
+  for (int d = 0; d < a.ndim(); ++d)
+    if ((a.shape[d] == 1) != (b.shape[d] == 1)) return false;
+  return true;
+}
+
+bool fusable_consumer(const NodePtr& c) {
+  return op_as<Elemwise>(c) || op_as<Reduce>(c) || op_as<Softmax>(c) || op_as<ArgReduce>(c);
+}
+
+class Lowering {
+ public:
+  explicit Lowering(const FunctionGraph& fg) : fg_(fg) {}
+
+  Plan run() {
+    create_values();
+    assign_places();
+    find_gemm_epilogues();
+    decide_inline();
+    plan_updates_and_outputs();
+    build_steps();
+    assign_slots();
+    render_kernels(plan_);
+    return std::move(plan_);
+  }
+
+ private:
+  int add_value(const NodePtr& n, Place place) {
+    int idx = static_cast<int>(plan_.values.size());
+    Value v;
+    v.node = n;
+    v.place = place;
+    plan_.values.push_back(std::move(v));
+    return idx;
+  }
+  Value& val(int i) { return plan_.values[static_cast<std::size_t>(i)]; }
+  int idx(const NodePtr& n) const { return plan_.index.at(n.get()); }
+
+  void create_values() {
+    order_ = fg_.toposort();
+    for (const NodePtr& n : order_) plan_.index[n.get()] = add_value(n, Place::Buffer);
+    for (const UpdatePair& u : fg_.updates())
+      if (!plan_.index.count(u.target.get())) {
+        plan_.index[u.target.get()] = add_value(u.target, Place::Shared);
+        order_.insert(order_.begin(), u.target);
+      }
+    for (const NodePtr& n : order_) {
+      if (n->kind != NodeKind::Apply) continue;
+      int me = idx(n);
+      for (const NodePtr& in : n->inputs) {
+        auto& users = val(idx(in)).users;
+        if (std::find(users.begin(), users.end(), me) == users.end()) users.push_back(me);
+      }
+    }
+    for (const NodePtr& in : fg_.inputs()) {
+      auto it = plan_.index.find(in.get());
+      plan_.inputs.push_back(it == plan_.index.end() ? -1 : it->second);
+    }
+  }
+
+  bool is_host(const NodePtr& n) const {
+    return plan_.values[static_cast<std::size_t>(plan_.index.at(n.get()))].place == Place::Host;
+  }
+
+  void assign_places() {
+    for (const NodePtr& n : order_) {
+      Value& v = val(idx(n));
+      switch (n->kind) {
+        case NodeKind::Input: v.place = n->type.ndim() == 0 ? Place::Host : Place::Input; break;
+        case NodeKind::Constant:
+          v.place = n->type.ndim() == 0 ? Place::Host : Place::Constant;
+          break;
+        case NodeKind::Shared: v.place = Place::Shared; break;
+        case NodeKind::Apply: {
+          bool all_host = std::all_of(n->inputs.begin(), n->inputs.end(),
+                                      [&](const NodePtr& i) { return is_host(i); });
+          const OpTraits tr = n->op->traits();
+          if (tr.shape_only) {
+            v.place = Place::Host;
+          } else if (all_host && (tr.elementwise || tr.view) && is_scalar_like(n->type)) {
+            v.place = Place::Host;  // scalar index arithmetic: cheaper on the host
+          } else if (op_as<DimShuffle>(n) || op_as<Subtensor>(n) || op_as<ConcatenateGrad>(n)) {
+            v.place = is_host(n->inputs[0]) ? Place::Buffer : Place::View;
+            if (v.place == Place::View) v.src = idx(n->inputs[0]);
+          } else if (op_as<Reshape>(n) && !is_host(n->inputs[0])) {
+            // A view of the input made contiguous (copied only when it is not).
+            int c = add_value(n->inputs[0], Place::Contig);
+            val(c).src = idx(n->inputs[0]);
+            val(idx(n)).place = Place::View;
+            val(idx(n)).src = c;
+          } else {
+            v.place = Place::Buffer;
+          }
+          break;
+        }
+      }
+      if (val(idx(n)).place == Place::Host) plan_.host_order.push_back(idx(n));
+    }
+    // Subtensor views whose bounds change between calls have a dynamic offset.
+    for (const NodePtr& n : order_) {
+      if (const auto* st = op_as<Subtensor>(n)) {
+        if (val(idx(n)).place != Place::View) continue;
+        for (const IndexSpec& e : st->index())
+          for (const auto* b : {&e.start, &e.stop, &e.step})
+            if (b->kind == IndexSpec::Bound::Kind::Input) val(idx(n)).dynamic = true;
+      }
+    }
+    // Dynamic pointers propagate through views and Contig values built on them.
+    for (std::size_t i = 0; i < plan_.values.size(); ++i) propagate_dynamic(static_cast<int>(i));
+  }
+
+  bool propagate_dynamic(int i) {
+    Value& v = val(i);
+    if (v.dynamic) return true;
+    if ((v.place == Place::View || v.place == Place::Contig) && v.src >= 0)
+      v.dynamic = propagate_dynamic(v.src);
+    return v.dynamic;
+  }
+
+  // The SGD pattern: C ± [s *] dot(A, B) becomes one gemm with beta = 1 (in place when C
+  // is the shared variable being updated).
+  void find_gemm_epilogues() {
+    for (const NodePtr& e : order_) {
+      const auto* ew = op_as<Elemwise>(e);
+      if (!ew || val(idx(e)).place != Place::Buffer || !is_float(e->type.dtype)) continue;
+      ScalarOp sop = ew->scalar_op();
+      if (sop != ScalarOp::Add && sop != ScalarOp::Sub) continue;
+      for (int side = 0; side < 2; ++side) {
+        if (sop == ScalarOp::Sub && side == 0) continue;  // D - C is not this pattern
+        const NodePtr& term = e->inputs[static_cast<std::size_t>(side)];
+        const NodePtr& c = e->inputs[static_cast<std::size_t>(1 - side)];
+        NodePtr dot = term, scale, mul;
+        if (const auto* m = op_as<Elemwise>(term); m && m->scalar_op() == ScalarOp::Mul) {
+          for (int k = 0; k < 2; ++k) {
+            const NodePtr& a = term->inputs[static_cast<std::size_t>(k)];
+            const NodePtr& b = term->inputs[static_cast<std::size_t>(1 - k)];
+            if (op_as<Dot>(a) && is_host(b) && b->type.ndim() == 0) {
+              dot = a;
+              scale = b;
+              mul = term;
+            }
+          }
+          if (!mul) continue;
+        }
+        if (!op_as<Dot>(dot)) continue;
+        if (dot->type.ndim() != 2 || e->type.ndim() != 2 || c->type != e->type) continue;
+        if (dot->type.dtype != e->type.dtype || dot->inputs[0]->type.dtype != e->type.dtype ||
+            dot->inputs[1]->type.dtype != e->type.dtype)
+          continue;
+        if (is_host(c)) continue;
+        if (val(idx(dot)).users.size() != 1 || val(idx(dot)).is_output) continue;
+        if (mul && (val(idx(mul)).users.size() != 1)) continue;
+        if (std::find(fg_.outputs().begin(), fg_.outputs().end(), dot) != fg_.outputs().end())
+          continue;
+        if (mul &&
+            std::find(fg_.outputs().begin(), fg_.outputs().end(), mul) != fg_.outputs().end())
+          continue;
+        if (is_update_value(dot) || (mul && is_update_value(mul))) continue;
+        Epilogue ep;
+        ep.dot = dot;
+        ep.c = c;
+        ep.scale = scale;
+        ep.alpha = sop == ScalarOp::Sub ? -1.0 : 1.0;
+        epilogues_[e.get()] = ep;
+        val(idx(dot)).place = Place::Inline;  // absorbed: computed by the gemm
+        if (mul) val(idx(mul)).place = Place::Inline;
+        break;
+      }
+    }
+  }
+
+  bool is_update_value(const NodePtr& n) const {
+    for (const UpdatePair& u : fg_.updates())
+      if (u.value == n) return true;
+    return false;
+  }
+  bool is_output(const NodePtr& n) const {
+    return std::find(fg_.outputs().begin(), fg_.outputs().end(), n) != fg_.outputs().end();
+  }
+
+  void decide_inline() {
+    for (const NodePtr& n : order_) {
+      Value& v = val(idx(n));
+      if (v.place != Place::Buffer || !op_as<Elemwise>(n) || epilogues_.count(n.get())) continue;
+      if (is_output(n) || is_update_value(n) || v.users.size() != 1) continue;
+      const NodePtr& c = val(v.users[0]).node;
+      if (val(v.users[0]).place != Place::Buffer || epilogues_.count(c.get())) continue;
+      if (!fusable_consumer(c)) continue;
+      if (op_as<Elemwise>(c)) {
+        if (!same_pattern(n->type, c->type)) continue;
+      } else if (c->inputs[0] != n) {
+        continue;
+      }
+      // Every use of n in c must be the fused operand (not, e.g., Second's shape-giver twice).
+      v.place = Place::Inline;
+    }
+  }
+
+  // The storage a value lives in: the leaf or buffer under any views.
+  int root_of(int i) const {
+    const Value& v = plan_.values[static_cast<std::size_t>(i)];
+    if ((v.place == Place::View || v.place == Place::Contig) && v.src >= 0) return root_of(v.src);
+    return i;
+  }
+
+  int make_contig(int src, bool force) {
+    int c = add_value(val(src).node, Place::Contig);
+    val(c).src = src;
+    val(c).force_copy = force;
+    val(c).dynamic = force ? false : val(src).dynamic;
+    return c;
+  }
+
+  void plan_updates_and_outputs() {
+    std::set<int> targets;
+    for (const UpdatePair& u : fg_.updates()) targets.insert(idx(u.target));
+    for (const UpdatePair& u : fg_.updates()) {
+      int s = idx(u.target), v = idx(u.value);
+      val(v).update_of = s;
+      plan_.updates.emplace_back(s, v);
+    }
+    for (const NodePtr& o : fg_.outputs()) {
+      int v = idx(o);
+      val(v).is_output = true;
+      plan_.outputs.push_back(v);
+    }
+    // Outputs and update values that live in an updated shared variable's storage must be
+    // read before any update writes: copy them first.
+    // Views are downloaded / copied into state through a contiguous copy.
+    for (int& o : plan_.outputs) {
+      if (val(o).place == Place::Host) continue;
+      int r = root_of(o);
+      if (targets.count(r) && val(r).place == Place::Shared)
+        o = make_contig(o, true);
+      else if (val(o).place == Place::View)
+        o = make_contig(o, false);
+    }
+    for (auto& [s, v] : plan_.updates) {
+      if (val(v).place == Place::Host) continue;
+      int r = root_of(v);
+      if (val(r).place == Place::Shared && targets.count(r))
+        v = make_contig(v, true);
+      else if (val(v).place == Place::View)
+        v = make_contig(v, false);
+    }
+  }
+
+  void add_operand(Step& st, int value, bool full) {
+    for (Operand& o : st.operands)
+      if (o.value == value) {
+        o.full = o.full && full;
+        return;
+      }
+    st.operands.push_back({value, full});
+  }
+
+  // Leaves of the inline tree rooted at `n` (n included when inline) become operands; the
+  // inline nodes are listed inputs-first in st.fused. `space` is the kernel's index space.
+  void collect_tree(Step& st, const NodePtr& n, const TensorType& space, bool rows_contiguous,
+                    std::set<const Node*>& seen) {
+    if (seen.count(n.get())) return;
+    seen.insert(n.get());
+    int i = idx(n);
+    for (const NodePtr& in : n->inputs) {
+      int j = idx(in);
+      if (val(j).place == Place::Inline) {
+        collect_tree(st, in, space, rows_contiguous, seen);
+      } else {
+        const Value& jv = val(j);
+        bool contiguous_storage = jv.place == Place::Input || jv.place == Place::Shared ||
+                                  jv.place == Place::Constant || jv.place == Place::Buffer ||
+                                  (jv.place == Place::Contig && !jv.blas_alias);
+        bool full = contiguous_storage && same_pattern(in->type, space) && rows_contiguous &&
+                    jv.place != Place::Host;
+        add_operand(st, j, full);
+      }
+    }
+    (void)i;
+    st.fused.push_back(n);
+  }
+
+  bool trailing_axes(const std::vector<int>& axes, int rank) const {
+    if (axes.empty()) return true;  // all axes
+    for (std::size_t k = 0; k < axes.size(); ++k)
+      if (axes[axes.size() - 1 - k] != rank - 1 - static_cast<int>(k)) return false;
+    return true;
+  }
+
+  void input_tree_step(Step& st, const NodePtr& n, bool rows_contiguous) {
+    const NodePtr& in = n->inputs[0];
+    std::set<const Node*> seen;
+    if (val(idx(in)).place == Place::Inline) {
+      collect_tree(st, in, in->type, rows_contiguous, seen);
+    } else {
+      const Value& jv = val(idx(in));
+      bool contiguous_storage = jv.place == Place::Input || jv.place == Place::Shared ||
+                                jv.place == Place::Constant || jv.place == Place::Buffer ||
+                                (jv.place == Place::Contig && !jv.blas_alias);
+      add_operand(st, idx(in), contiguous_storage && rows_contiguous);
+    }
+  }
+
+  void push_step(Step st) { main_.push_back(std::move(st)); }
+
+  // A gemm operand: used in place when cuBLAS can read its layout (transposes included),
+  // else copied contiguous first (decided per call shape).
+  int gemm_operand(int v, bool blas) {
+    Place p = val(v).place;
+    if (p == Place::Input || p == Place::Shared || p == Place::Constant || p == Place::Buffer ||
+        p == Place::Contig)
+      return v;
+    int c = make_contig(v, false);
+    val(c).blas_alias = blas;
+    ensure_contig_steps(nullptr, c);
+    return c;
+  }
+
+  // Contig values are copied right before their first reader.
+  void ensure_contig_steps(const NodePtr& consumer_or_null, int value) {
+    const Value& v = val(value);
+    if (v.place == Place::View && v.src >= 0) ensure_contig_steps(consumer_or_null, v.src);
+    if (v.place != Place::Contig || contig_done_.count(value)) return;
+    ensure_contig_steps(consumer_or_null, v.src);
+    contig_done_.insert(value);
+    Step st;
+    st.kind = StepKind::Copy;
+    st.out = value;
+    st.node = v.node;
+    st.index_rank = v.node->type.ndim();
+    add_operand(st, v.src, false);
+    push_step(std::move(st));
+  }
+
+  void build_steps() {
+    for (const NodePtr& n : order_) {
+      int i = idx(n);
+      Value& v = val(i);
+      if (v.place != Place::Buffer) {
+        // Views read through Contig values need the copies when the view is consumed.
+        continue;
+      }
+      if (n->kind != NodeKind::Apply) continue;
+      for (const NodePtr& in : n->inputs) ensure_contig_steps(n, idx(in));
+      Step st;
+      st.out = i;
+      st.node = n;
+      if (auto it = epilogues_.find(n.get()); it != epilogues_.end()) {
+        const Epilogue& ep = it->second;
+        for (const NodePtr& in : ep.dot->inputs) ensure_contig_steps(n, idx(in));
+        ensure_contig_steps(n, idx(ep.c));
+        st.kind = StepKind::Gemm;
+        st.gemm_a = gemm_operand(idx(ep.dot->inputs[0]), true);
+        st.gemm_b = gemm_operand(idx(ep.dot->inputs[1]), true);
+        st.gemm_c = gemm_operand(idx(ep.c), false);
+        st.alpha = ep.alpha;
+        st.alpha_scale = ep.scale ? idx(ep.scale) : -1;
+        push_step(std::move(st));
+        continue;
+      }
+      const bool host_input =
+          std::any_of(n->inputs.begin(), n->inputs.end(), [&](const NodePtr& in) {
+            return val(idx(in)).place == Place::Host;
+          });
+      const bool takes_host = op_as<Elemwise>(n) || op_as<Reduce>(n) || op_as<ArgReduce>(n) ||
+                              op_as<Softmax>(n);
+      if (host_input && !takes_host) {
+        st.kind = StepKind::HostOp;  // e.g. dot of a (1, 1) host value: rare, run it on the host
+        for (const NodePtr& in : n->inputs) add_operand(st, idx(in), false);
+      } else if (op_as<Elemwise>(n)) {
+        st.kind = StepKind::Map;
+        st.index_rank = n->type.ndim();
+        std::set<const Node*> seen;
+        collect_tree(st, n, n->type, true, seen);
+      } else if (const auto* r = op_as<Reduce>(n)) {
+        st.kind = StepKind::Reduce;
+        st.index_rank = n->inputs[0]->type.ndim();
+        st.contiguous_rows = trailing_axes(r->axes(), st.index_rank);
+        input_tree_step(st, n, st.contiguous_rows);
+      } else if (const auto* a = op_as<ArgReduce>(n)) {
+        st.kind = StepKind::ArgReduce;
+        st.index_rank = n->inputs[0]->type.ndim();
+        st.contiguous_rows =
+            a->axis() < 0 || trailing_axes({a->axis()}, st.index_rank);
+        input_tree_step(st, n, st.contiguous_rows);
+      } else if (op_as<Softmax>(n)) {
+        st.kind = StepKind::Softmax;
+        st.index_rank = n->type.ndim();
+        st.contiguous_rows = true;
+        input_tree_step(st, n, true);
+      } else if (op_as<CrossentropyCategorical1Hot>(n)) {
+        st.kind = StepKind::Xent;
+        st.checks = true;
+        add_operand(st, idx(n->inputs[0]), false);
+        add_operand(st, idx(n->inputs[1]), false);
+      } else if (op_as<CrossentropyCategorical1HotGrad>(n)) {
+        st.kind = StepKind::XentGrad;
+        st.checks = true;
+        for (const NodePtr& in : n->inputs) add_operand(st, idx(in), false);
+      } else if (op_as<OneHot>(n)) {
+        st.kind = StepKind::OneHot;
+        st.checks = true;
+        add_operand(st, idx(n->inputs[0]), false);
+      } else if (op_as<Dot>(n)) {
+        const Dtype d = n->type.dtype;
+        bool blas = is_float(d) && n->inputs[0]->type.dtype == d && n->inputs[1]->type.dtype == d;
+        if (blas) {
+          st.kind = StepKind::Gemm;
+          st.gemm_a = gemm_operand(idx(n->inputs[0]), true);
+          st.gemm_b = gemm_operand(idx(n->inputs[1]), true);
+        } else {
+          st.kind = StepKind::DotNaive;
+          add_operand(st, idx(n->inputs[0]), false);
+          add_operand(st, idx(n->inputs[1]), false);
+        }
+      } else {
+        st.kind = StepKind::HostOp;
+        for (const NodePtr& in : n->inputs) add_operand(st, idx(in), false);
+      }
+      push_step(std::move(st));
+    }
+    // Copies forced by outputs/updates that alias state, before any update writes.
+    for (int o : plan_.outputs) ensure_contig_steps(nullptr, o);
+    for (auto& [s, v] : plan_.updates) ensure_contig_steps(nullptr, v);
+    choose_inplace();
+    plan_.steps = std::move(main_);
+    for (Step& st : inplace_) plan_.steps.push_back(std::move(st));
+    for (auto& [s, v] : plan_.updates) {
+      if (inplace_targets_.count(s)) continue;
+      Step st;
+      st.kind = StepKind::UpdateCopy;
+      st.out = s;
+      st.target = s;
+      st.node = val(s).node;
+      add_operand(st, v, false);
+      plan_.steps.push_back(std::move(st));
+    }
+    for (const Step& st : plan_.steps) plan_.any_checks |= st.checks;
+  }
+
+  // Values a step reads (operands, gemm inputs), as storage roots.
+  std::set<int> roots_read(const Step& st) const {
+    std::set<int> r;
+    for (const Operand& o : st.operands) r.insert(root_of(o.value));
+    for (int g : {st.gemm_a, st.gemm_b, st.gemm_c})
+      if (g >= 0) r.insert(root_of(g));
+    return r;
+  }
+
+  // Moves update steps that can write straight into their shared variable's buffer to the
+  // end, when every other reader of the old value runs before them.
+  void choose_inplace() {
+    std::vector<std::pair<int, std::size_t>> candidates;  // (shared, step index in main_)
+    for (auto& [s, v] : plan_.updates) {
+      const Value& vv = val(v);
+      if (vv.place != Place::Buffer || !vv.users.empty() || vv.is_output) continue;
+      if (val(s).place != Place::Shared) continue;
+      int count = 0;
+      for (auto& [s2, v2] : plan_.updates) count += v2 == v;
+      if (count != 1) continue;
+      for (std::size_t k = 0; k < main_.size(); ++k) {
+        Step& st = main_[k];
+        if (st.out != v) continue;
+        bool ok = false;
+        if (st.kind == StepKind::Map) {
+          // Reads of s inside the kernel must be at the same element it writes.
+          ok = true;
+          for (const Operand& o : st.operands)
+            if (root_of(o.value) == s && (o.value != s || !o.full)) ok = false;
+        } else if (st.kind == StepKind::Gemm) {
+          ok = st.gemm_c == s && root_of(st.gemm_a) != s && root_of(st.gemm_b) != s;
+        }
+        if (ok) candidates.emplace_back(s, k);
+      }
+    }
+    // Iterate: the chosen steps move to the end (in their order); each must be the last
+    // reader of its shared variable's old value.
+    std::set<std::size_t> chosen;
+    for (auto& c : candidates) chosen.insert(c.second);
+    bool changed = true;
+    while (changed) {
+      changed = false;
+      for (auto& [s, k] : candidates) {
+        if (!chosen.count(k)) continue;
+        bool ok = true;
+        // Later in-place steps must not read s.
+        for (std::size_t k2 : chosen)
+          if (k2 > k && roots_read(main_[k2]).count(s)) ok = false;
+        // Output/update copies of s run in the main phase: fine. Other update copies read
+        // their own temporaries.
+        if (!ok) {
+          chosen.erase(k);
+          changed = true;
+        }
+      }
+    }
+    std::vector<Step> rest;
+    for (std::size_t k = 0; k < main_.size(); ++k) {
+      if (chosen.count(k)) {
+        Step st = std::move(main_[k]);
+        for (auto& [s, kk] : candidates)
+          if (kk == k) {
+            st.target = s;
+            inplace_targets_.insert(s);
+          }
+        inplace_.push_back(std::move(st));
+      } else {
+        rest.push_back(std::move(main_[k]));
+      }
+    }
+    main_ = std::move(rest);
+  }
+
+  void assign_slots() {
+    int next = 0;
+    auto scalar_slot = [&](int v) {
+      if (val(v).scalar_slot < 0) val(v).scalar_slot = next++;
+    };
+    for (Step& st : plan_.steps) {
+      for (const Operand& o : st.operands) {
+        Value& ov = val(o.value);
+        if (ov.place == Place::Host) scalar_slot(o.value);
+        if (ov.dynamic && ov.ptr_slot < 0) ov.ptr_slot = next++;
+      }
+      if (st.kind == StepKind::Gemm) {
+        st.alpha_slot = next++;
+        st.beta_slot = next++;
+        if (st.alpha_scale >= 0) scalar_slot(st.alpha_scale);
+        bool dyn = false;
+        for (int g : {st.gemm_a, st.gemm_b, st.gemm_c})
+          if (g >= 0 && val(g).dynamic) dyn = true;
+        if (dyn) {
+          st.indirect = true;
+          st.ptr_slots = next;
+          next += 3;
+        }
+      }
+    }
+    plan_.n_args = next;
+  }
+
+  struct Epilogue {
+    NodePtr dot, c, scale;
+    double alpha = 1;
+  };
+
+  const FunctionGraph& fg_;
+  Plan plan_;
+  std::vector<NodePtr> order_;
+  std::unordered_map<const Node*, Epilogue> epilogues_;
+  std::vector<Step> main_, inplace_;
+  std::set<int> contig_done_, inplace_targets_;
+};
+
+}  // namespace
+
+const char* place_name(Place p) {
+  switch (p) {
+    case Place::Host: return "host";
+    case Place::Input: return "input";
+    case Place::Shared: return "shared";
+    case Place::Constant: return "constant";
+    case Place::Buffer: return "buffer";
+    case Place::View: return "view";
+    case Place::Contig: return "contig";
+    case Place::Inline: return "inline";
+  }
+  return "?";
+}
+
+const char* step_kind_name(StepKind k) {
+  switch (k) {
+    case StepKind::Map: return "map";
+    case StepKind::Reduce: return "reduce";
+    case StepKind::ArgReduce: return "argreduce";
+    case StepKind::Softmax: return "softmax";
+    case StepKind::Xent: return "xent";
+    case StepKind::XentGrad: return "xent_grad";
+    case StepKind::OneHot: return "one_hot";
+    case StepKind::DotNaive: return "dot_naive";
+    case StepKind::Gemm: return "gemm";
+    case StepKind::Copy: return "copy";
+    case StepKind::UpdateCopy: return "update_copy";
+    case StepKind::HostOp: return "host_op";
+  }
+  return "?";
+}
+
+std::size_t Plan::kernel_launches() const {
+  std::size_t n = 0;
+  for (const Step& st : steps)
+    if (st.kind != StepKind::Copy && st.kind != StepKind::UpdateCopy) ++n;
+  return n;
+}
+
+std::string Plan::describe() const {
+  std::ostringstream os;
+  int k = 0;
+  for (const Step& st : steps) {
+    os << "  " << k++ << ": " << step_kind_name(st.kind);
+    if (st.node && st.node->kind == NodeKind::Apply) os << " " << st.node->op->str();
+    if (!st.fused.empty() && st.fused.size() > 1) {
+      os << " [fused";
+      for (const NodePtr& f : st.fused) os << " " << (f->op ? f->op->name() : f->label());
+      os << "]";
+    }
+    if (st.kind == StepKind::Gemm) {
+      os << " alpha=" << st.alpha << (st.alpha_scale >= 0 ? "*scale" : "")
+         << (st.gemm_c >= 0 ? " beta=1" : "") << (st.indirect ? " indirect" : "");
+    }
+    if (st.target >= 0) os << " -> " << values[static_cast<std::size_t>(st.target)].node->label()
+                           << (st.kind == StepKind::UpdateCopy ? "" : " (in place)");
+    if (!st.kernel.empty()) os << " {" << st.kernel << "}";
+    os << "\n";
+  }
+  return os.str();
+}
+
+std::string unsupported_reason(const FunctionGraph& fg) {
+  // Slice bounds and reshape targets must be known on the host before launching anything.
+  std::set<const Node*> host;
+  for (const NodePtr& n : fg.toposort()) {
+    bool h = false;
+    if (n->kind == NodeKind::Input || n->kind == NodeKind::Constant) {
+      h = n->type.ndim() == 0 || n->kind == NodeKind::Constant;
+    } else if (n->kind == NodeKind::Apply) {
+      const OpTraits tr = n->op->traits();
+      bool all = std::all_of(n->inputs.begin(), n->inputs.end(),
+                             [&](const NodePtr& i) { return host.count(i.get()) > 0; });
+      h = tr.shape_only || (all && (tr.elementwise || tr.view) && is_scalar_like(n->type));
+      for (int vi : n->op->value_inputs()) {
+        const NodePtr& in = n->inputs.at(static_cast<std::size_t>(vi));
+        if (!host.count(in.get()))
+          return "[" + n->op->str() + "] " + n->describe() + " needs the value of " +
+                 in->describe() +
+                 " to know its shape, but that value is computed on the GPU; the cuda backend "
+                 "takes such bounds from inputs, constants and scalar arithmetic on them";
+      }
+    }
+    if (h) host.insert(n.get());
+  }
+  return {};
+}
+
+Plan lower(const FunctionGraph& fg) { return Lowering(fg).run(); }
+
+}  // namespace thea::cuda

@@ -1,0 +1,130 @@
+// Lowering an optimized FunctionGraph to a CUDA plan: where each value lives (host
+// scalar, device leaf, kernel output, view, or fused inline into a consumer's kernel), and
+// the ordered steps (fused kernels, cuBLAS gemms, copies) one call runs. Everything here
+// is decided once per compiled function; sizes, strides and offsets are resolved per call
+// (program.cpp), so one set of kernels serves every input shape.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "thea/fgraph.hpp"
+
+namespace thea::cuda {
+
+enum class Place : std::uint8_t {
+  Host,      // computed on the host every call: index arithmetic, slice bounds, sizes
+  Input,     // a function argument uploaded to its own device buffer
+  Shared,    // a shared variable: its device mirror
+  Constant,  // uploaded once at compile time
+  Buffer,    // written by a step into its own device buffer
+  View,      // aliases `src` with other offset/shape/strides (dimshuffle, slicing, ...)
+  Contig,    // `src` itself when contiguous at run time, else a copy of it
+  Inline,    // computed inside its single consumer's kernel, never stored
+};
+const char* place_name(Place p);
+
+struct Value {
+  NodePtr node;
+  Place place = Place::Buffer;
+  int src = -1;              // View / Contig: the value read
+  bool dynamic = false;      // pointer may change between calls of one shape: read from args
+  int ptr_slot = -1;         // args slot holding the pointer (dynamic values)
+  int scalar_slot = -1;      // Host values read by kernels: args slot with the value's bits
+  bool is_output = false;
+  int update_of = -1;        // the Shared value this is the new value of (-1: none)
+  bool force_copy = false;   // Contig that must copy even when contiguous (aliases updated state)
+  bool blas_alias = false;   // Contig for a gemm operand: aliases any cuBLAS-readable layout
+  std::vector<int> users;    // values whose computation reads this one
+};
+
+enum class StepKind : std::uint8_t {
+  Map,        // fused elementwise kernel
+  Reduce,     // sum/prod/max/min/mean over axes, fused input expression
+  ArgReduce,  // argmax/argmin
+  Softmax,    // row-wise softmax / log_softmax, fused input expression
+  Xent,       // crossentropy_categorical_1hot
+  XentGrad,   // its gradient
+  OneHot,
+  DotNaive,   // generated dot for integer / mixed dtypes
+  Gemm,       // cuBLAS
+  Copy,       // strided copy into a contiguous buffer (Contig values)
+  UpdateCopy, // new value -> shared variable's buffer, after everything else
+  HostOp,     // op->perform on the host: download inputs, run, upload (any other op)
+};
+const char* step_kind_name(StepKind k);
+
+// A value read by a kernel. `full`: same rank and broadcast pattern as the kernel's index
+// space and contiguous, so it is indexed with the linear index.
+struct Operand {
+  int value = -1;
+  bool full = false;
+};
+
+// One 8-byte word of a kernel's parameter block, resolved per call from run-time views.
+struct ParamWord {
+  enum class Kind : std::uint8_t {
+    Const,        // c
+    Numel,        // elements of `value`
+    Dim,          // size of `value` along `axis`
+    Stride,       // element stride of `value` along its own `axis`
+    SpaceStride,  // stride of `value` along axis `axis` of a rank-`rank` index space it
+                  // broadcasts to (0 on padded or size-1 axes)
+    Prod,         // product of `value`'s sizes over `axes`
+    Ptr,          // address of `value`'s element 0
+    ErrWord,      // address of the program's error word
+  } kind = Kind::Const;
+  int value = -1;
+  int axis = 0;
+  int rank = 0;
+  std::int64_t c = 0;
+  std::vector<int> axes;
+};
+
+struct Step {
+  StepKind kind = StepKind::Map;
+  int out = -1;                // value written
+  int target = -1;             // when writing in place: the Shared value whose buffer is used
+  NodePtr node;                // the op node (Map: the root of the fused tree)
+  std::vector<NodePtr> fused;  // inline nodes computed in this kernel, inputs before users
+  std::vector<Operand> operands;
+  std::string kernel;          // generated kernel name ("" for Gemm/UpdateCopy/HostOp)
+  std::vector<ParamWord> params;  // the kernel's parameter block
+  int index_rank = 0;          // rank of the kernel's index space
+  bool contiguous_rows = false;  // Reduce/Softmax/ArgReduce: rows are contiguous in memory
+  bool checks = false;         // may raise a device error (bad labels)
+  // Gemm: out = alpha * a.b + beta * c_init  (c_init == -1: beta = 0)
+  int gemm_a = -1, gemm_b = -1, gemm_c = -1;
+  double alpha = 1.0;
+  int alpha_scale = -1;        // Host value multiplying alpha (symbolic learning rates)
+  int alpha_slot = -1, beta_slot = -1;  // args slots read by cuBLAS (device pointer mode)
+  int ptr_slots = -1;          // gemm_indirect: 3 consecutive slots with a, b, c pointers
+  bool indirect = false;
+};
+
+struct Plan {
+  std::vector<Value> values;
+  std::unordered_map<const Node*, int> index;  // node -> value
+  std::vector<int> host_order;                 // Host values in evaluation order
+  std::vector<int> inputs;                     // per function input: its value
+  std::vector<int> outputs;                    // per function output: its value
+  std::vector<std::pair<int, int>> updates;    // (shared value, new value)
+  std::vector<Step> steps;                     // in execution order
+  int n_args = 0;                              // words in the per-call argument block
+  bool any_checks = false;
+  std::string source;                          // generated kernels (codegen body)
+
+  int value_of(const NodePtr& n) const { return index.at(n.get()); }
+  std::size_t kernel_launches() const;
+  std::string describe() const;
+};
+
+// Why the graph cannot run on the CUDA backend (empty when it can).
+std::string unsupported_reason(const FunctionGraph& fg);
+
+// Builds the plan (places, steps, args slots) and renders its kernels into plan.source.
+Plan lower(const FunctionGraph& fg);
+
+}  // namespace thea::cuda
