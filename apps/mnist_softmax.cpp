@@ -298,8 +298,9 @@ int run_train(const TrainArgs& a) {
   if (!a.quiet)
     fmt::print(stderr,
                "loaded {} training / {} test images from {} in {:.2f} s; backend {}, "
-               "compiled in {:.3f} s\n",
-               n, d.test_x.shape()[0], a.data, load_secs, model.train.backend_name(), compile_secs);
+               "compiled in {:.1f} ms\n",
+               n, d.test_x.shape()[0], a.data, load_secs, model.train.backend_name(),
+               compile_secs * 1e3);
 
   ProgressBar bar(!a.quiet && ::isatty(STDERR_FILENO));
   std::mt19937_64 rng(a.seed);

@@ -43,15 +43,21 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
-// A scratch folder per test process (ctest may run suites in parallel).
+// A scratch folder per test process (ctest may run suites in parallel), removed at exit.
+struct Scratch {
+  fs::path dir = fs::temp_directory_path() / ("thea_test_app_" + std::to_string(::getpid()));
+  Scratch() {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  ~Scratch() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
 const fs::path& scratch() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("thea_test_app_" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
+  static const Scratch s;
+  return s.dir;
 }
 
 Result run_app(const std::vector<std::string>& args) {

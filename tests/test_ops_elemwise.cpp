@@ -266,6 +266,26 @@ TEST_CASE("switch, clip, second and cast") {
   check_values(cf, {1, 0});
 }
 
+TEST_CASE("compute_dtype: what backends convert the operands to") {
+  using D = Dtype;
+  CHECK(Elemwise(ScalarOp::Add).compute_dtype({D::Int32, D::Float32}) == D::Float64);
+  CHECK(Elemwise(ScalarOp::Add).compute_dtype({D::UInt8, D::UInt8}) == D::UInt8);
+  CHECK(Elemwise(ScalarOp::Exp).compute_dtype({D::Int32}) == D::Float64);
+  CHECK(Elemwise(ScalarOp::Exp).compute_dtype({D::Float32}) == D::Float32);
+  CHECK(Elemwise(ScalarOp::Div).compute_dtype({D::Int64, D::Int64}) == D::Float64);
+  CHECK(Elemwise(ScalarOp::Lt).compute_dtype({D::Int32, D::Float32}) == D::Float64);
+  CHECK(Elemwise(ScalarOp::Switch).compute_dtype({D::Float64, D::Float32, D::Float32}) ==
+        D::Float32);
+  CHECK(Elemwise(ScalarOp::Second).compute_dtype({D::Float64, D::Int32}) == D::Int32);
+  CHECK(Elemwise(ScalarOp::Cast, D::Int32).compute_dtype({D::Float32}) == D::Float32);
+  CHECK_FALSE(Elemwise(ScalarOp::Switch).converts_input(0));
+  CHECK(Elemwise(ScalarOp::Switch).converts_input(2));
+  CHECK_FALSE(Elemwise(ScalarOp::Second).converts_input(0));
+  CHECK(Elemwise(ScalarOp::Clip).converts_input(1));
+  CHECK_THROWS_AS(Elemwise(ScalarOp::Neg).compute_dtype({D::Bool}), TypeError);
+  CHECK_THROWS_AS(Elemwise(ScalarOp::Add).compute_dtype({D::Float32}), TypeError);
+}
+
 TEST_CASE("broadcasting in perform: padding, size-1 axes, scalars, strided views") {
   Tensor m = Tensor::from_list({{1, 2, 3}, {4, 5, 6}}, Dtype::Float64);
   Tensor row = vec({10, 20, 30}, Dtype::Float64);

@@ -50,10 +50,16 @@ if(THEA_CUDA)
   endif()
 
   file(GLOB THEA_CUDA_SOURCES CONFIGURE_DEPENDS ${THEA_CUDA_SOURCE_DIR}/cuda/*.cpp)
-  # The scalar preamble, embedded in the binary so generated kernels need no files at run time.
-  set(_preamble ${THEA_CUDA_SOURCE_DIR}/preamble/thea_scalar.h)
-  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_preamble})
-  file(READ ${_preamble} THEA_CUDA_PREAMBLE_TEXT)
+  # The scalar preamble and the kernel library, embedded so generated kernels need no files
+  # at run time.
+  foreach(_embed PREAMBLE:preamble/thea_scalar.h KERNEL_LIB:cuda/kernel_lib.h
+                 EMU_DEVICE:cuda/emu_device.h EMU_ABI:cuda/emu_abi.h)
+    string(REPLACE ":" ";" _pair ${_embed})
+    list(GET _pair 0 _var)
+    list(GET _pair 1 _file)
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${THEA_CUDA_SOURCE_DIR}/${_file})
+    file(READ ${THEA_CUDA_SOURCE_DIR}/${_file} THEA_CUDA_${_var}_TEXT)
+  endforeach()
   configure_file(${THEA_CUDA_SOURCE_DIR}/cuda/preamble_embed.cpp.in
                  ${CMAKE_CURRENT_BINARY_DIR}/generated/thea_cuda_preamble.cpp @ONLY)
   target_sources(thea PRIVATE ${THEA_CUDA_SOURCES}
@@ -68,7 +74,8 @@ if(THEA_CUDA)
   target_compile_definitions(thea PRIVATE
     THEA_CUDA_MAJOR=${CUDAToolkit_VERSION_MAJOR}
     THEA_CUDNN_MAJOR=${THEA_CUDNN_MAJOR}
-    THEA_CUDA_TOOLKIT_LIB_DIR="${CUDAToolkit_LIBRARY_DIR}")
+    THEA_CUDA_TOOLKIT_LIB_DIR="${CUDAToolkit_LIBRARY_DIR}"
+    THEA_HOST_CXX="${CMAKE_CXX_COMPILER}")
   # Tests of the backend's internals include "cuda/<file>.hpp"; they need the toolkit headers too.
   target_include_directories(thea PUBLIC $<BUILD_INTERFACE:${THEA_CUDA_SOURCE_DIR}>)
   target_include_directories(thea SYSTEM PUBLIC $<BUILD_INTERFACE:${CUDAToolkit_INCLUDE_DIRS}>)
@@ -84,4 +91,11 @@ else()
   else()
     message(STATUS "thea: CUDA backend OFF (no CUDA toolkit found); the 'cuda' backend is a stub")
   endif()
+endif()
+
+# bench/gpu_bench (the GPU benchmark scripts/gpu-check runs), built with the apps. It
+# times whichever backend it is given, so it exists without CUDA too.
+if(THEA_BUILD_APPS AND EXISTS ${THEA_CUDA_SOURCE_DIR}/../bench/gpu_bench.cpp)
+  add_executable(gpu_bench ${THEA_CUDA_SOURCE_DIR}/../bench/gpu_bench.cpp)
+  target_link_libraries(gpu_bench PRIVATE thea CLI11::CLI11 fmt::fmt)
 endif()

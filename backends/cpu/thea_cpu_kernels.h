@@ -46,30 +46,22 @@ static inline T hsum(V v) {
   return tmp[0];
 }
 
-// Bt[j * Kp + k] = B[k * ldb + j], zero-padded to Kp (a multiple of the vector lanes).
-template <class T, int K, int N, int Kp>
+// Bt[j * K + k] = B[k * ldb + j]: the K x N right operand transposed, so that the product
+// reads both operands along K.
+template <class T, int K, int N>
 static inline void pack_bt(const T* B, int64_t ldb, T* Bt) {
   for (int k = 0; k < K; ++k)
-    for (int j = 0; j < N; ++j) Bt[j * Kp + k] = B[k * ldb + j];
-  for (int j = 0; j < N; ++j)
-    for (int k = K; k < Kp; ++k) Bt[j * Kp + k] = T(0);
+    for (int j = 0; j < N; ++j) Bt[j * K + k] = B[k * ldb + j];
 }
 
-template <class T, int K>
-struct PackedK {
-  static constexpr int L = Vec<T>::lanes;
-  static constexpr int Kp = (K + L - 1) / L * L;
-};
-
-// C[i, j] = alpha * sum_k A[i, k] * B[k, j] + beta * C[i, j] for rows [i0, i1), with B given
-// packed and transposed (pack_bt). Vectorised along K, R rows at a time sharing each B load.
-// beta == 0 never reads C (it may hold garbage).
+// C[i, j] = alpha * sum_k A[i, k] * Bt[j, k] + beta * C[i, j] for rows [i0, i1), where Bt
+// (N x K, row stride ldbt) is the right operand transposed (pack_bt, or a B^T given as is).
+// Vectorised along K, R rows at a time sharing each Bt load. beta == 0 never reads C.
 template <class T, int K, int N>
 static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t lda, const T* Bt,
-                                  T* C, int64_t ldc, T alpha, T beta) {
+                                  int64_t ldbt, T* C, int64_t ldc, T alpha, T beta) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
-  constexpr int Kp = PackedK<T, K>::Kp;
   constexpr int Kfull = K / L * L;
   constexpr int Regs = THEA_VEC_BYTES == 64 ? 24 : 12;  // accumulator registers to use
   constexpr int R = N >= Regs ? 1 : Regs / N;
@@ -82,7 +74,7 @@ static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t ld
       V a[R];
       for (int r = 0; r < R; ++r) a[r] = vload<V>(A + (i + r) * lda + k);
       for (int j = 0; j < N; ++j) {
-        V b = vload<V>(Bt + j * Kp + k);
+        V b = vload<V>(Bt + j * ldbt + k);
         for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
       }
     }
@@ -90,7 +82,7 @@ static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t ld
       V a[R];
       for (int r = 0; r < R; ++r) a[r] = vload_partial<V>(A + (i + r) * lda + Kfull, K - Kfull);
       for (int j = 0; j < N; ++j) {
-        V b = vload<V>(Bt + j * Kp + Kfull);
+        V b = vload_partial<V>(Bt + j * ldbt + Kfull, K - Kfull);
         for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
       }
     }
@@ -106,11 +98,11 @@ static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t ld
     for (int j = 0; j < N; ++j) acc[j] = V{};
     for (int k = 0; k < Kfull; k += L) {
       V a = vload<V>(A + i * lda + k);
-      for (int j = 0; j < N; ++j) acc[j] += a * vload<V>(Bt + j * Kp + k);
+      for (int j = 0; j < N; ++j) acc[j] += a * vload<V>(Bt + j * ldbt + k);
     }
     if constexpr (Kfull < K) {
       V a = vload_partial<V>(A + i * lda + Kfull, K - Kfull);
-      for (int j = 0; j < N; ++j) acc[j] += a * vload<V>(Bt + j * Kp + Kfull);
+      for (int j = 0; j < N; ++j) acc[j] += a * vload_partial<V>(Bt + j * ldbt + Kfull, K - Kfull);
     }
     for (int j = 0; j < N; ++j) {
       T s = alpha * hsum<V, T, L>(acc[j]);

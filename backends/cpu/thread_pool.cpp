@@ -1,6 +1,11 @@
 #include "thread_pool.hpp"
 
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
 
 #include <chrono>
 #include <cstdlib>
@@ -18,6 +23,16 @@ namespace {
 
 constexpr std::uint64_t kPartMask = 0xffffffffULL;
 
+// Raw futex calls: libstdc++ 12's atomic::wait can lose wake-ups (seen as a hang at exit).
+void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
+            nullptr, nullptr, 0);
+}
+void futex_wake_all(std::atomic<std::uint32_t>* word) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX,
+            nullptr, nullptr, 0);
+}
+
 std::uint64_t pack(std::uint32_t gen, std::uint32_t next) {
   return (static_cast<std::uint64_t>(gen) << 32) | next;
 }
@@ -31,7 +46,7 @@ ThreadPool::ThreadPool(int threads, int spin_microseconds) : spin_us_(spin_micro
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_release);
   generation_.fetch_add(1, std::memory_order_release);
-  generation_.notify_all();
+  futex_wake_all(&generation_);
   for (auto& t : helpers_) t.join();
 }
 
@@ -71,6 +86,9 @@ int ThreadPool::work(std::uint32_t gen) {
 void ThreadPool::helper_loop() {
   std::uint32_t seen = generation_.load(std::memory_order_acquire);
   for (;;) {
+    // A helper can start after its pool is already being destroyed (the caller ran every
+    // launch alone), so stop is checked before every wait.
+    if (stop_.load(std::memory_order_acquire)) return;
     // Spin for a while: launches come in quick succession during a training loop.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
     std::uint32_t gen = seen;
@@ -80,7 +98,9 @@ void ThreadPool::helper_loop() {
       if (++polls % 64 == 0 && std::chrono::steady_clock::now() > deadline) {
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
         // Re-check after announcing ourselves, so a launch published meanwhile is not missed.
-        if (generation_.load(std::memory_order_seq_cst) == seen) generation_.wait(seen);
+        if (generation_.load(std::memory_order_seq_cst) == seen &&
+            !stop_.load(std::memory_order_seq_cst))
+          futex_wait(&generation_, seen);
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
         deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
       }
@@ -104,7 +124,7 @@ void ThreadPool::run(int nparts, PartFn fn, void* ctx) {
   done_.store(0, std::memory_order_relaxed);
   state_.store(pack(gen, 0), std::memory_order_release);
   generation_.store(gen, std::memory_order_seq_cst);
-  if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(&generation_);
   int mine = work(gen);
   // Wait for parts that helpers claimed; yield when they take long (a descheduled helper
   // sharing our core gets to run).

@@ -201,19 +201,16 @@ std::vector<std::string> emit_coords(KernelWriter& kw, const std::string& indent
   kw.body << indent << "long long " << prefix << "r = " << lin << ";\n";
   for (int d = rank - 1; d >= 0; --d) {
     c[static_cast<std::size_t>(d)] = prefix + std::to_string(d);
-    std::string dim = kw.word_dim(space, d);
     if (d > 0) {
+      std::string dim = kw.word_dim(space, d);
       kw.body << indent << "const long long " << c[static_cast<std::size_t>(d)] << " = " << prefix
               << "r % " << dim << "; " << prefix << "r /= " << dim << ";\n";
     } else {
       kw.body << indent << "const long long " << c[0] << " = " << prefix << "r;\n";
-      step_unused(dim);
     }
   }
   return c;
 }
-
-void step_unused(const std::string&) {}
 
 const char* kHeader = "extern \"C\" __global__ void __launch_bounds__(1024) ";
 
@@ -555,6 +552,101 @@ void render_one_hot(KernelWriter& kw) {
           << "    " << kw.out_ptr() << "[i] = (" << T << ")(c == y ? 1 : 0);\n  }\n";
 }
 
+// Element (row, j) of a row-major view of rank 1 (one row) or 2, through stride words.
+std::string at_rc(KernelWriter& kw, int v, int rank, const std::string& row, const std::string& j) {
+  if (rank == 1) return kw.ptr(v) + "[" + j + " * " + kw.word_stride(v, 0) + "]";
+  return kw.ptr(v) + "[" + row + " * " + kw.word_stride(v, 0) + " + " + j + " * " +
+         kw.word_stride(v, 1) + "]";
+}
+
+std::string row_head(KernelWriter& kw, int space, int rank) {
+  std::string rows = rank == 2 ? kw.word_dim(space, 0) : kw.word_const(1);
+  std::string len = kw.word_dim(space, rank - 1);
+  std::ostringstream os;
+  os << "  THEA_DYN_SMEM(thea_smem);\n"
+     << "  const long long rows = " << rows << ", len = " << len << ";\n"
+     << "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows;"
+     << " base += (long long)gridDim.x * blockDim.y) {\n"
+     << "    const long long row = base + threadIdx.y;\n"
+     << "    const bool valid = row < rows;\n";
+  return os.str();
+}
+
+// sm * (g - sum(g * sm)) per row, in double as SoftmaxGrad::perform.
+void render_softmax_grad(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int g = st.operands[0].value, sm = st.operands[1].value;
+  const int rank = st.index_rank;
+  const std::string T = cuda_type(st.node->type.dtype);
+  kw.body << row_head(kw, sm, rank);
+  kw.body << "    double dot = 0.0;\n    if (valid)\n"
+          << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+          << "        dot += (double)" << at_rc(kw, g, rank, "row", "j") << " * (double)"
+          << at_rc(kw, sm, rank, "row", "j") << ";\n";
+  kw.body << "    dot = thea_segment_allreduce<double>(dot, thea_op_add<double>(), (double*)thea_smem);\n";
+  const std::string out = kw.out_ptr();
+  kw.body << "    if (valid)\n"
+          << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+          << "        " << out << "[row * len + j] = (" << T << ")((double)"
+          << at_rc(kw, sm, rank, "row", "j") << " * ((double)" << at_rc(kw, g, rank, "row", "j")
+          << " - dot));\n  }\n";
+}
+
+// categorical cross-entropy of softmax(z) from the logits, as CrossentropySoftmax::perform:
+// logsumexp in double, then lse - z[label] or sum_j y_j (lse - z_j).
+void render_xent_softmax(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int z = st.operands[0].value, y = st.operands[1].value;
+  const int rank = st.index_rank;
+  const bool labels = is_integer(kw.dtype_of(y));
+  const std::string T = cuda_type(st.node->type.dtype);
+  if (labels) kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
+  kw.body << row_head(kw, z, rank);
+  kw.body << "    double m = thea_neg_inf<double>();\n    if (valid)\n"
+          << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+          << "        m = thea_maximum((double)" << at_rc(kw, z, rank, "row", "j") << ", m);\n"
+          << "    m = thea_segment_allreduce<double>(m, thea_op_max<double>(), (double*)thea_smem);\n"
+          << "    double s = 0.0;\n    if (valid)\n"
+          << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+          << "        s += thea_exp((double)" << at_rc(kw, z, rank, "row", "j") << " - m);\n"
+          << "    s = thea_segment_allreduce<double>(s, thea_op_add<double>(), (double*)thea_smem);\n"
+          << "    const bool m_inf = m == thea_neg_inf<double>() || m == -thea_neg_inf<double>();\n"
+          << "    const double lse = m_inf ? m : m + thea_log(s);\n";
+  const std::string out = kw.out_ptr();
+  if (labels) {
+    kw.body << "    if (valid && threadIdx.x == 0) {\n"
+            << "      const long long lab = (long long)" << kw.ptr(y) << "[row * "
+            << kw.word_stride(y, 0) << "];\n"
+            << "      if (lab < 0 || lab >= len) { atomicOr(err, THEA_ERR_INDEX); " << out
+            << "[row] = (" << T << ")0; }\n"
+            << "      else " << out << "[row] = (" << T << ")(lse - (double)"
+            << at_rc(kw, z, rank, "row", "lab") << ");\n    }\n  }\n";
+  } else {
+    kw.body << "    double acc = 0.0;\n    if (valid)\n"
+            << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+            << "        acc += (double)" << at_rc(kw, y, rank, "row", "j") << " * (lse - (double)"
+            << at_rc(kw, z, rank, "row", "j") << ");\n"
+            << "    acc = thea_segment_allreduce<double>(acc, thea_op_add<double>(), (double*)thea_smem);\n"
+            << "    if (valid && threadIdx.x == 0) " << out << "[row] = (" << T << ")acc;\n  }\n";
+  }
+}
+
+// g[:, None] * (sm - onehot(labels)), as CrossentropySoftmax1HotDx::perform.
+void render_xent_softmax_dx(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int g = st.operands[0].value, sm = st.operands[1].value, l = st.operands[2].value;
+  const std::string T = cuda_type(st.node->type.dtype);
+  kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
+  kw.body << "  const long long classes = " << kw.word_dim(sm, 1) << ";\n";
+  kw.body << grid_loop(kw.word_numel(sm));
+  kw.body << "    const long long r = i / classes, c = i % classes;\n"
+          << "    const long long y = (long long)" << load1(kw, l, "r") << ";\n"
+          << "    if (y < 0 || y >= classes) { if (c == 0) atomicOr(err, THEA_ERR_INDEX); "
+          << kw.out_ptr() << "[i] = (" << T << ")0; continue; }\n"
+          << "    " << kw.out_ptr() << "[i] = (" << T << ")((double)" << load1(kw, g, "r")
+          << " * ((double)" << load2(kw, sm, "r", "c") << " - (c == y ? 1.0 : 0.0)));\n  }\n";
+}
+
 void render_dot_naive(KernelWriter& kw) {
   Step& st = kw.step_;
   const int a = st.operands[0].value, b = st.operands[1].value;
@@ -569,7 +661,6 @@ void render_dot_naive(KernelWriter& kw) {
   const std::string as1 = kw.word_stride(a, ra - 1);
   const std::string bs0 = kw.word_stride(b, 0);
   const std::string bs1 = rb == 2 ? kw.word_stride(b, 1) : kw.word_const(0);
-  const std::string Ta = cuda_type(n->inputs[0]->type.dtype), Tb = cuda_type(n->inputs[1]->type.dtype);
   kw.body << "  const long long m = " << m << ", n = " << nn << ", k = " << k << ";\n";
   kw.body << grid_loop("m * n");
   kw.body << "    const long long r = i / n, c = i % n;\n    " << Acc << " acc = 0;\n"
@@ -578,8 +669,6 @@ void render_dot_naive(KernelWriter& kw) {
           << as1 << "] * (" << Acc << ")(" << T << ")" << kw.ptr(b) << "[q * " << bs0 << " + c * "
           << bs1 << "];\n"
           << "    " << kw.out_ptr() << "[i] = (" << T << ")acc;\n  }\n";
-  (void)Ta;
-  (void)Tb;
 }
 
 }  // namespace
@@ -599,6 +688,9 @@ void render_kernels(Plan& plan) {
       case StepKind::Xent: render_xent(kw); break;
       case StepKind::XentGrad: render_xent_grad(kw); break;
       case StepKind::OneHot: render_one_hot(kw); break;
+      case StepKind::SoftmaxGrad: render_softmax_grad(kw); break;
+      case StepKind::XentSoftmax: render_xent_softmax(kw); break;
+      case StepKind::XentSoftmaxDx: render_xent_softmax_dx(kw); break;
       case StepKind::DotNaive: render_dot_naive(kw); break;
       default: continue;
     }
@@ -614,7 +706,8 @@ void render_kernels(Plan& plan) {
                        key_digest(body).substr(0, 12);
     by_body[body] = name;
     st.kernel = name;
-    src << "// " << step_kind_name(st.kind) << " for " << st.node->describe() << "\n"
+    src << "// " << step_kind_name(st.kind) << " "
+        << (st.node->kind == NodeKind::Apply ? st.node->op->str() : st.node->label()) << "\n"
         << kHeader << name << body << "#ifdef THEA_EMU\nextern \"C\" void " << name
         << "__emu(const long long* p, const long long* a) { " << name
         << "(*reinterpret_cast<const thea_params<" << nw << ">*>(p), a); }\n#endif\n\n";

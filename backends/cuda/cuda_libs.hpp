@@ -28,7 +28,8 @@ namespace thea::cuda {
 #define THEA_CUBLAS_FUNCS(X)                                                                \
   X(cublasCreate_v2) X(cublasDestroy_v2) X(cublasSetStream_v2) X(cublasSgemm_v2)           \
   X(cublasDgemm_v2) X(cublasGetStatusString) X(cublasSetMathMode) X(cublasGetVersion_v2)   \
-  X(cublasSetWorkspace_v2) X(cublasSetPointerMode_v2)
+  X(cublasSetWorkspace_v2) X(cublasSetPointerMode_v2) X(cublasSgemmBatched)                 \
+  X(cublasDgemmBatched)
 
 #if THEA_CUDNN_MAJOR > 0
 #define THEA_CUDNN_FUNCS(X)                                                                 \

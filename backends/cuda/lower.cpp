@@ -7,6 +7,7 @@
 #include "cuda/codegen.hpp"
 #include "thea/error.hpp"
 #include "thea/op.hpp"
+#include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
 
 namespace thea::cuda {
@@ -95,7 +96,8 @@ class Lowering {
       switch (n->kind) {
         case NodeKind::Input: v.place = n->type.ndim() == 0 ? Place::Host : Place::Input; break;
         case NodeKind::Constant:
-          v.place = n->type.ndim() == 0 ? Place::Host : Place::Constant;
+          // Scalars (also (1,)-shaped ones) travel in the argument block, not in buffers.
+          v.place = is_scalar_like(n->type) ? Place::Host : Place::Constant;
           break;
         case NodeKind::Shared: v.place = Place::Shared; break;
         case NodeKind::Apply: {
@@ -272,6 +274,10 @@ class Lowering {
     }
   }
 
+  // Positional kernels (cross-entropy, dot, ...) read operand k as input k: no merging,
+  // even when two inputs are the same value.
+  void add_positional(Step& st, int value) { st.operands.push_back({value, false}); }
+
   void add_operand(Step& st, int value, bool full) {
     for (Operand& o : st.operands)
       if (o.value == value) {
@@ -381,6 +387,7 @@ class Lowering {
         st.gemm_c = gemm_operand(idx(ep.c), false);
         st.alpha = ep.alpha;
         st.alpha_scale = ep.scale ? idx(ep.scale) : -1;
+        st.beta = 1.0;
         push_step(std::move(st));
         continue;
       }
@@ -388,8 +395,15 @@ class Lowering {
           std::any_of(n->inputs.begin(), n->inputs.end(), [&](const NodePtr& in) {
             return val(idx(in)).place == Place::Host;
           });
-      const bool takes_host = op_as<Elemwise>(n) || op_as<Reduce>(n) || op_as<ArgReduce>(n) ||
-                              op_as<Softmax>(n);
+      bool takes_host = op_as<Elemwise>(n) || op_as<Reduce>(n) || op_as<ArgReduce>(n) ||
+                        op_as<Softmax>(n);
+      if (op_as<Gemm>(n)) {  // alpha and beta may come from the host; the matrices may not
+        takes_host = true;
+        for (int k : {Gemm::kA, Gemm::kB, Gemm::kC})
+          if (k < static_cast<int>(n->inputs.size()) &&
+              val(idx(n->inputs[static_cast<std::size_t>(k)])).place == Place::Host)
+            takes_host = false;
+      }
       if (host_input && !takes_host) {
         st.kind = StepKind::HostOp;  // e.g. dot of a (1, 1) host value: rare, run it on the host
         for (const NodePtr& in : n->inputs) add_operand(st, idx(in), false);
@@ -417,16 +431,55 @@ class Lowering {
       } else if (op_as<CrossentropyCategorical1Hot>(n)) {
         st.kind = StepKind::Xent;
         st.checks = true;
-        add_operand(st, idx(n->inputs[0]), false);
-        add_operand(st, idx(n->inputs[1]), false);
+        add_positional(st, idx(n->inputs[0]));
+        add_positional(st, idx(n->inputs[1]));
       } else if (op_as<CrossentropyCategorical1HotGrad>(n)) {
         st.kind = StepKind::XentGrad;
         st.checks = true;
-        for (const NodePtr& in : n->inputs) add_operand(st, idx(in), false);
+        for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
       } else if (op_as<OneHot>(n)) {
         st.kind = StepKind::OneHot;
         st.checks = true;
-        add_operand(st, idx(n->inputs[0]), false);
+        add_positional(st, idx(n->inputs[0]));
+      } else if (const auto* gm = op_as<Gemm>(n)) {
+        st.kind = StepKind::Gemm;
+        st.gemm_a = gemm_operand(idx(n->inputs[Gemm::kA]), true);
+        st.gemm_b = gemm_operand(idx(n->inputs[Gemm::kB]), true);
+        st.trans_a = gm->trans_a();
+        st.trans_b = gm->trans_b();
+        auto scalar = [&](int k, double* constant, int* scale, int* device) {
+          int v = idx(n->inputs[static_cast<std::size_t>(k)]);
+          *constant = 1.0;
+          if (val(v).place == Place::Host)
+            *scale = v;
+          else
+            *device = v;
+        };
+        scalar(Gemm::kAlpha, &st.alpha, &st.alpha_scale, &st.alpha_value);
+        if (gm->accumulate()) {
+          st.gemm_c = gemm_operand(idx(n->inputs[Gemm::kC]), false);
+          scalar(Gemm::kBeta, &st.beta, &st.beta_scale, &st.beta_value);
+        }
+        // cuBLAS reads device scalars at the address given when the call is made.
+        for (int v : {st.alpha_value, st.beta_value})
+          if (v >= 0 && val(v).dynamic) st.kind = StepKind::HostOp;
+        if (st.kind == StepKind::HostOp) {
+          st.gemm_a = st.gemm_b = st.gemm_c = -1;
+          for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
+        }
+      } else if (op_as<SoftmaxGrad>(n)) {
+        st.kind = StepKind::SoftmaxGrad;
+        st.index_rank = n->type.ndim();
+        for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
+      } else if (op_as<CrossentropySoftmax>(n)) {
+        st.kind = StepKind::XentSoftmax;
+        st.index_rank = n->inputs[0]->type.ndim();
+        st.checks = is_integer(n->inputs[1]->type.dtype);
+        for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
+      } else if (op_as<CrossentropySoftmax1HotDx>(n)) {
+        st.kind = StepKind::XentSoftmaxDx;
+        st.checks = true;
+        for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
       } else if (op_as<Dot>(n)) {
         const Dtype d = n->type.dtype;
         bool blas = is_float(d) && n->inputs[0]->type.dtype == d && n->inputs[1]->type.dtype == d;
@@ -436,12 +489,12 @@ class Lowering {
           st.gemm_b = gemm_operand(idx(n->inputs[1]), true);
         } else {
           st.kind = StepKind::DotNaive;
-          add_operand(st, idx(n->inputs[0]), false);
-          add_operand(st, idx(n->inputs[1]), false);
+          add_positional(st, idx(n->inputs[0]));
+          add_positional(st, idx(n->inputs[1]));
         }
       } else {
         st.kind = StepKind::HostOp;
-        for (const NodePtr& in : n->inputs) add_operand(st, idx(in), false);
+        for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
       }
       push_step(std::move(st));
     }
@@ -549,9 +602,8 @@ class Lowering {
         if (ov.dynamic && ov.ptr_slot < 0) ov.ptr_slot = next++;
       }
       if (st.kind == StepKind::Gemm) {
-        st.alpha_slot = next++;
-        st.beta_slot = next++;
-        if (st.alpha_scale >= 0) scalar_slot(st.alpha_scale);
+        if (st.alpha_value < 0) st.alpha_slot = next++;
+        if (st.beta_value < 0) st.beta_slot = next++;
         bool dyn = false;
         for (int g : {st.gemm_a, st.gemm_b, st.gemm_c})
           if (g >= 0 && val(g).dynamic) dyn = true;
@@ -603,6 +655,9 @@ const char* step_kind_name(StepKind k) {
     case StepKind::Xent: return "xent";
     case StepKind::XentGrad: return "xent_grad";
     case StepKind::OneHot: return "one_hot";
+    case StepKind::SoftmaxGrad: return "softmax_grad";
+    case StepKind::XentSoftmax: return "xent_softmax";
+    case StepKind::XentSoftmaxDx: return "xent_softmax_dx";
     case StepKind::DotNaive: return "dot_naive";
     case StepKind::Gemm: return "gemm";
     case StepKind::Copy: return "copy";
@@ -631,8 +686,13 @@ std::string Plan::describe() const {
       os << "]";
     }
     if (st.kind == StepKind::Gemm) {
-      os << " alpha=" << st.alpha << (st.alpha_scale >= 0 ? "*scale" : "")
-         << (st.gemm_c >= 0 ? " beta=1" : "") << (st.indirect ? " indirect" : "");
+      os << " alpha=" << (st.alpha_value >= 0 ? std::string("device") : std::to_string(st.alpha))
+         << (st.alpha_scale >= 0 ? "*scale" : "");
+      if (st.gemm_c >= 0)
+        os << " beta=" << (st.beta_value >= 0 ? std::string("device") : std::to_string(st.beta))
+           << (st.beta_scale >= 0 ? "*scale" : "");
+      os << (st.trans_a ? " trans_a" : "") << (st.trans_b ? " trans_b" : "")
+         << (st.indirect ? " indirect" : "");
     }
     if (st.target >= 0) os << " -> " << values[static_cast<std::size_t>(st.target)].node->label()
                            << (st.kind == StepKind::UpdateCopy ? "" : " (in place)");
@@ -648,7 +708,7 @@ std::string unsupported_reason(const FunctionGraph& fg) {
   for (const NodePtr& n : fg.toposort()) {
     bool h = false;
     if (n->kind == NodeKind::Input || n->kind == NodeKind::Constant) {
-      h = n->type.ndim() == 0 || n->kind == NodeKind::Constant;
+      h = n->type.ndim() == 0 || n->kind == NodeKind::Constant;  // bounds: any constant
     } else if (n->kind == NodeKind::Apply) {
       const OpTraits tr = n->op->traits();
       bool all = std::all_of(n->inputs.begin(), n->inputs.end(),

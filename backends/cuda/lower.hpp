@@ -48,6 +48,9 @@ enum class StepKind : std::uint8_t {
   Xent,       // crossentropy_categorical_1hot
   XentGrad,   // its gradient
   OneHot,
+  SoftmaxGrad,     // sm * (g - rowsum(g * sm))
+  XentSoftmax,     // crossentropy_softmax from the logits (labels or float targets)
+  XentSoftmaxDx,   // crossentropy_softmax_1hot_dx
   DotNaive,   // generated dot for integer / mixed dtypes
   Gemm,       // cuBLAS
   Copy,       // strided copy into a contiguous buffer (Contig values)
@@ -95,10 +98,14 @@ struct Step {
   int index_rank = 0;          // rank of the kernel's index space
   bool contiguous_rows = false;  // Reduce/Softmax/ArgReduce: rows are contiguous in memory
   bool checks = false;         // may raise a device error (bad labels)
-  // Gemm: out = alpha * a.b + beta * c_init  (c_init == -1: beta = 0)
+  // Gemm: out = alpha * op(a).op(b) + beta * c_init  (c_init == -1: no accumulation).
+  // alpha = `alpha` * (Host value alpha_scale) unless alpha_value names a device scalar
+  // whose memory cuBLAS reads directly; beta likewise.
   int gemm_a = -1, gemm_b = -1, gemm_c = -1;
-  double alpha = 1.0;
-  int alpha_scale = -1;        // Host value multiplying alpha (symbolic learning rates)
+  bool trans_a = false, trans_b = false;
+  double alpha = 1.0, beta = 0.0;
+  int alpha_scale = -1, beta_scale = -1;
+  int alpha_value = -1, beta_value = -1;
   int alpha_slot = -1, beta_slot = -1;  // args slots read by cuBLAS (device pointer mode)
   int ptr_slots = -1;          // gemm_indirect: 3 consecutive slots with a, b, c pointers
   bool indirect = false;

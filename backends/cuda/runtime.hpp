@@ -69,13 +69,22 @@ class Runtime {
   virtual void launch(void* kernel, const LaunchConfig& cfg, const std::int64_t* params,
                       std::size_t n_words, const std::int64_t* args, Stream s) = 0;
 
-  // C = alpha * A.B + beta * C on row-major views (plan from plan_gemm).
-  virtual void gemm(Dtype dtype, const BlasPlan& plan, double alpha, const MatView& a,
-                    const MatView& b, double beta, const MatView& c, Stream s) = 0;
-  // The same with the three matrix pointers read from device memory when the work runs
-  // (pointers that change every call, such as minibatch slices, inside a replayed graph).
-  virtual void gemm_indirect(Dtype dtype, const BlasPlan& plan, double alpha, void* const* a_ptr,
-                             void* const* b_ptr, double beta, void* const* c_ptr, Stream s) = 0;
+  // C = alpha * A.B + beta * C on row-major views (plan from plan_gemm). alpha and beta
+  // are read from device memory when the work runs (values in the argument block), so a
+  // replayed graph sees this call's values.
+  virtual void gemm(Dtype dtype, const BlasPlan& plan, const void* alpha, const MatView& a,
+                    const MatView& b, const void* beta, const MatView& c, Stream s) = 0;
+  // The same with the three matrix pointers also read from device memory (minibatch
+  // slices whose address changes every call, inside a replayed graph).
+  virtual void gemm_indirect(Dtype dtype, const BlasPlan& plan, const void* alpha,
+                             void* const* a_ptr, void* const* b_ptr, const void* beta,
+                             void* const* c_ptr, Stream s) = 0;
+
+  // Page-locked host memory: copies from it are truly asynchronous (a copy from pageable
+  // memory waits for the stream first).
+  virtual void* host_alloc(std::size_t n) = 0;
+  virtual void host_free(void* p) = 0;
+  virtual void event_synchronize(Event e) = 0;
 
   // Stream capture into a replayable graph; nullptr when graphs are unavailable.
   virtual void begin_capture(Stream s) = 0;

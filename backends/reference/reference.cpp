@@ -31,7 +31,8 @@ void check_elementwise_broadcast(const Node& n, const std::vector<Tensor>& value
         throw ShapeError("[" + n.op->str() + "] at " + n.site.str() + ": dimension " +
                          std::to_string(d) + " of " + n.inputs[i]->describe() +
                          " has size 1 at run time but is not broadcastable in its type, while "
-                         "the result has size " + std::to_string(out_shape[offset + d]) +
+                         "the result has size " +
+                         std::to_string(out_shape[offset + d]) +
                          "; declare the size-1 dimension statically (tensor(dtype, {1, -1})) "
                          "or insert it with dimshuffle" +
                          describe_runtime_inputs(n, values));
@@ -42,7 +43,9 @@ void check_elementwise_broadcast(const Node& n, const std::vector<Tensor>& value
 class ReferenceProgram : public Program {
  public:
   explicit ReferenceProgram(const FunctionGraph& fg)
-      : order_(fg.toposort()), inputs_(fg.inputs()), outputs_(fg.outputs()),
+      : order_(fg.toposort()),
+        inputs_(fg.inputs()),
+        outputs_(fg.outputs()),
         updates_(fg.updates()) {
     for (const NodePtr& n : order_)
       if (n->kind == NodeKind::Apply) ++apply_count_;
@@ -74,7 +77,9 @@ class ReferenceProgram : public Program {
           leaf_storage.insert(s.value.storage().get());
           break;
         }
-        case NodeKind::Apply: env[n.get()] = execute(*n, env); break;
+        case NodeKind::Apply:
+          env[n.get()] = execute(*n, env);
+          break;
       }
     }
     std::vector<Tensor> results;

@@ -80,8 +80,8 @@ void FunctionGraph::replace(const NodePtr& old_node, const NodePtr& new_node,
     throw Error("rewrite '" + reason + "' tried to replace " + old_node->describe() + " by " +
                 new_node->describe() + " of a different type (a bug in the rewrite)");
   if (debug_enabled("rewrites"))
-    std::fprintf(stderr, "[thea rewrite] %s: %s -> %s\n", reason.c_str(),
-                 old_node->label().c_str(), new_node->label().c_str());
+    std::fprintf(stderr, "[thea rewrite] %s: %s -> %s\n", reason.c_str(), old_node->label().c_str(),
+                 new_node->label().c_str());
   // Nodes inside the replacement keep their inputs: replace(x, f(x)) must not make f(x)
   // its own input.
   std::unordered_set<const Node*> inside;

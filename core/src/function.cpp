@@ -108,8 +108,7 @@ Function function(const std::vector<Variable>& inputs, const std::vector<Variabl
   for (const auto& [target, value] : updates) {
     if (!target || !value) throw ValueError(where + ": an update pair holds an empty Variable");
     if (!target.is_shared())
-      throw TypeError(where + ": update target " + target.describe() +
-                      " is not a shared variable");
+      throw TypeError(where + ": update target " + target.describe() + " is not a shared variable");
     if (!updated.insert(target.node().get()).second)
       throw ValueError(where + ": shared variable " + target.describe() + " is updated twice");
     const TensorType& tt = target.type();

@@ -68,7 +68,23 @@ std::vector<Variable> grad(const Variable& cost, const std::vector<Variable>& wr
     if (g == grads.end()) continue;
     std::vector<Variable> ins;
     for (const NodePtr& in : n->inputs) ins.emplace_back(in);
+    const std::uint64_t first_new_id = next_node_id();
     std::vector<Variable> in_grads = n->op->vjp(ins, Variable(n), g->second);
+    // Gradient nodes point at the user's line that created the forward node, not at the
+    // library line inside the vjp: errors and debugprint then lead back to user code.
+    // Only nodes newer than the vjp call are visited, so grad stays linear in graph size.
+    std::vector<Node*> fresh;
+    for (const Variable& v : in_grads)
+      if (v && v.node()->id > first_new_id) fresh.push_back(v.node().get());
+    std::unordered_set<const Node*> relabeled;
+    while (!fresh.empty()) {
+      Node* m = fresh.back();
+      fresh.pop_back();
+      if (!relabeled.insert(m).second) continue;
+      m->site = n->site;
+      for (const NodePtr& in : m->inputs)
+        if (in->id > first_new_id) fresh.push_back(in.get());
+    }
     if (in_grads.size() != ins.size())
       throw GradError("[" + n->op->str() + "] vjp returned " + std::to_string(in_grads.size()) +
                       " gradients for " + std::to_string(ins.size()) + " inputs (a bug in the op)");
@@ -97,8 +113,9 @@ std::vector<Variable> grad(const Variable& cost, const std::vector<Variable>& wr
                             " does not depend on " + w.describe() +
                             " (or only through non-differentiable ops such as argmax)";
     if (options.disconnected_inputs == Disconnected::Raise)
-      throw GradError(msg + "; pass GradOptions{.disconnected_inputs = Disconnected::Ignore} to "
-                            "get zeros instead");
+      throw GradError(msg +
+                      "; pass GradOptions{.disconnected_inputs = Disconnected::Ignore} to "
+                      "get zeros instead");
     if (options.disconnected_inputs == Disconnected::Warn)
       std::fprintf(stderr, "thea warning: %s; using zeros\n", msg.c_str());
     result.push_back(zeros_like(w));

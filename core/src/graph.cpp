@@ -32,8 +32,10 @@ std::uint64_t next_node_id() {
 std::string Node::label() const {
   if (!name.empty()) return name;
   switch (kind) {
-    case NodeKind::Input: return "<input>";
-    case NodeKind::Shared: return "<shared>";
+    case NodeKind::Input:
+      return "<input>";
+    case NodeKind::Shared:
+      return "<shared>";
     case NodeKind::Constant:
       if (value.defined() && value.numel() == 1) {
         std::ostringstream os;
@@ -41,7 +43,8 @@ std::string Node::label() const {
         return os.str();
       }
       return "<constant " + shape_str(value.shape()) + ">";
-    case NodeKind::Apply: break;
+    case NodeKind::Apply:
+      break;
   }
   std::string s = op ? op->name() : "?";
   s += "(";
@@ -107,8 +110,8 @@ NodePtr make_apply_at(OpPtr op, std::vector<NodePtr> inputs, const SourceSite& s
   try {
     n->type = op->infer_type(inputs);
   } catch (const Error& e) {
-    std::string msg = "[" + op->str() + "] at " + site.str() + ": " + e.what() + "\n" +
-                      describe_inputs(inputs);
+    std::string msg =
+        "[" + op->str() + "] at " + site.str() + ": " + e.what() + "\n" + describe_inputs(inputs);
     if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
     if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
     if (dynamic_cast<const ValueError*>(&e)) throw ValueError(msg);
@@ -202,15 +205,15 @@ Variable tensor(Dtype dtype, Shape static_shape, std::string name, std::source_l
   return Variable(make_input(TensorType(dtype, std::move(static_shape)), std::move(name), loc));
 }
 
-#define THEA_DEFINE_CTOR(fn, DT, NDIM)                     \
+#define THEA_DEFINE_CTOR(fn, DT, NDIM)                      \
   Variable fn(std::string name, std::source_location loc) { \
     return tensor(Dtype::DT, NDIM, std::move(name), loc);   \
   }
-#define THEA_DEFINE_CTORS(prefix, DT)       \
-  THEA_DEFINE_CTOR(prefix##scalar, DT, 0)   \
-  THEA_DEFINE_CTOR(prefix##vector, DT, 1)   \
-  THEA_DEFINE_CTOR(prefix##matrix, DT, 2)   \
-  THEA_DEFINE_CTOR(prefix##tensor3, DT, 3)  \
+#define THEA_DEFINE_CTORS(prefix, DT)      \
+  THEA_DEFINE_CTOR(prefix##scalar, DT, 0)  \
+  THEA_DEFINE_CTOR(prefix##vector, DT, 1)  \
+  THEA_DEFINE_CTOR(prefix##matrix, DT, 2)  \
+  THEA_DEFINE_CTOR(prefix##tensor3, DT, 3) \
   THEA_DEFINE_CTOR(prefix##tensor4, DT, 4)
 THEA_DEFINE_CTORS(, Float32)
 THEA_DEFINE_CTORS(f, Float32)

@@ -22,10 +22,14 @@ std::string id_string(std::size_t k) {
 
 std::string head(const Node& n) {
   switch (n.kind) {
-    case NodeKind::Apply: return n.op->str();
-    case NodeKind::Input: return n.name.empty() ? "<input>" : n.name;
-    case NodeKind::Shared: return (n.name.empty() ? "<shared>" : n.name) + " (shared)";
-    case NodeKind::Constant: return "constant{" + n.label() + "}";
+    case NodeKind::Apply:
+      return n.op->str();
+    case NodeKind::Input:
+      return n.name.empty() ? "<input>" : n.name;
+    case NodeKind::Shared:
+      return (n.name.empty() ? "<shared>" : n.name) + " (shared)";
+    case NodeKind::Constant:
+      return "constant{" + n.label() + "}";
   }
   return "?";
 }
@@ -78,8 +82,8 @@ std::string to_dot(const std::vector<NodePtr>& roots) {
                         : n->kind == NodeKind::Input    ? "lightgreen"
                         : n->kind == NodeKind::Constant ? "lightgrey"
                                                         : "white";
-    os << "  n" << k << " [shape=" << shape << ", style=filled, fillcolor=" << color
-       << ", label=\"" << escape(label) << "\"];\n";
+    os << "  n" << k << " [shape=" << shape << ", style=filled, fillcolor=" << color << ", label=\""
+       << escape(label) << "\"];\n";
   }
   for (const NodePtr& n : order)
     for (std::size_t i = 0; i < n->inputs.size(); ++i)

@@ -40,7 +40,8 @@ bool merge_pass(FunctionGraph& fg) {
                  n->value.numel() * dtype_size(n->value.dtype()));
     } else if (n->kind == NodeKind::Apply) {
       key = "a:" + n->op->str();
-      for (const NodePtr& in : n->inputs) key += ":" + std::to_string(reinterpret_cast<std::uintptr_t>(in.get()));
+      for (const NodePtr& in : n->inputs)
+        key += ":" + std::to_string(reinterpret_cast<std::uintptr_t>(in.get()));
     } else {
       continue;
     }

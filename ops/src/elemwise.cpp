@@ -422,6 +422,16 @@ void check_arity(ScalarOp op, std::size_t n) {
 }
 }  // namespace
 
+Dtype Elemwise::compute_dtype(const std::vector<Dtype>& input_dtypes) const {
+  check_arity(scalar_op_, input_dtypes.size());
+  return plan_dtypes(scalar_op_, cast_to_, input_dtypes).compute;
+}
+
+bool Elemwise::converts_input(int i) const {
+  if (scalar_op_ == ScalarOp::Switch || scalar_op_ == ScalarOp::Second) return i > 0;
+  return i >= 0 && i < scalar_info(scalar_op_).arity;
+}
+
 TensorType Elemwise::infer_type(const std::vector<NodePtr>& inputs) const {
   check_arity(scalar_op_, inputs.size());
   std::vector<Shape> shapes;
@@ -453,8 +463,8 @@ Tensor Elemwise::perform(const std::vector<Tensor>& inputs) const {
   // Value operands run in the computation dtype; Switch's condition and Second's
   // shape-giver keep theirs.
   std::vector<Tensor> ins(inputs);
-  for (int i : value_operands(scalar_op_, static_cast<int>(ins.size()))) {
-    if (ins[i].dtype() != dp.compute) ins[i] = ins[i].astype(dp.compute);
+  for (int i = 0; i < static_cast<int>(ins.size()); ++i) {
+    if (converts_input(i) && ins[i].dtype() != dp.compute) ins[i] = ins[i].astype(dp.compute);
   }
   Tensor out = Tensor::empty(shape, dp.out);
   if (out.numel() == 0) return out;

@@ -12,6 +12,7 @@
 
 #include "thea/error.hpp"
 #include "thea/ops/api.hpp"
+#include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
 #include "thea_scalar.h"
 
@@ -140,7 +141,16 @@ std::vector<Variable> Softmax::vjp(const std::vector<Variable>& inputs, const Va
   if (log_) {
     gx = sub(gout, mul(exp(output), sum(gout, -1, /*keepdims=*/true)));
   } else {
-    gx = mul(output, sub(gout, sum(mul(gout, output), -1, /*keepdims=*/true)));
+    // One op (sm * (g - sum(g * sm))) so that the stabilize rewrites can see
+    // SoftmaxGrad(a / sm, sm) in cross-entropy gradients and cancel the division.
+    Variable g = gout.dtype() == output.dtype() ? gout : cast(gout, output.dtype());
+    for (int d = 0; d < g.ndim(); ++d) {
+      if (g.type().shape[d] == 1 && output.type().shape[d] != 1) {
+        g = fill(output, g);  // a gradient that is broadcast along the rows
+        break;
+      }
+    }
+    gx = softmax_grad(g, output);
   }
   if (gx.dtype() != x.dtype()) gx = cast(gx, x.dtype());
   return {gx};

@@ -17,7 +17,9 @@ char dtype_letter(Dtype dtype);
 Dtype dtype_from_name(const std::string& name);  // throws TypeError on unknown
 
 inline bool is_float(Dtype d) { return d == Dtype::Float32 || d == Dtype::Float64; }
-inline bool is_integer(Dtype d) { return d == Dtype::UInt8 || d == Dtype::Int32 || d == Dtype::Int64; }
+inline bool is_integer(Dtype d) {
+  return d == Dtype::UInt8 || d == Dtype::Int32 || d == Dtype::Int64;
+}
 
 // numpy's result_type for two arrays (bool < uint8 < int32 < int64 < float32 < float64,
 // except uint8/int32 mixes and int64/float32 -> float64, as numpy does).
@@ -25,12 +27,30 @@ Dtype promote(Dtype a, Dtype b);
 
 template <class T>
 struct DtypeOf;
-template <> struct DtypeOf<bool> { static constexpr Dtype value = Dtype::Bool; };
-template <> struct DtypeOf<std::uint8_t> { static constexpr Dtype value = Dtype::UInt8; };
-template <> struct DtypeOf<std::int32_t> { static constexpr Dtype value = Dtype::Int32; };
-template <> struct DtypeOf<std::int64_t> { static constexpr Dtype value = Dtype::Int64; };
-template <> struct DtypeOf<float> { static constexpr Dtype value = Dtype::Float32; };
-template <> struct DtypeOf<double> { static constexpr Dtype value = Dtype::Float64; };
+template <>
+struct DtypeOf<bool> {
+  static constexpr Dtype value = Dtype::Bool;
+};
+template <>
+struct DtypeOf<std::uint8_t> {
+  static constexpr Dtype value = Dtype::UInt8;
+};
+template <>
+struct DtypeOf<std::int32_t> {
+  static constexpr Dtype value = Dtype::Int32;
+};
+template <>
+struct DtypeOf<std::int64_t> {
+  static constexpr Dtype value = Dtype::Int64;
+};
+template <>
+struct DtypeOf<float> {
+  static constexpr Dtype value = Dtype::Float32;
+};
+template <>
+struct DtypeOf<double> {
+  static constexpr Dtype value = Dtype::Float64;
+};
 template <class T>
 inline constexpr Dtype dtype_of = DtypeOf<T>::value;
 
@@ -38,12 +58,18 @@ inline constexpr Dtype dtype_of = DtypeOf<T>::value;
 template <class Fn>
 decltype(auto) visit_dtype(Dtype dtype, Fn&& fn) {
   switch (dtype) {
-    case Dtype::Bool: return fn(bool{});
-    case Dtype::UInt8: return fn(std::uint8_t{});
-    case Dtype::Int32: return fn(std::int32_t{});
-    case Dtype::Int64: return fn(std::int64_t{});
-    case Dtype::Float32: return fn(float{});
-    case Dtype::Float64: break;
+    case Dtype::Bool:
+      return fn(bool{});
+    case Dtype::UInt8:
+      return fn(std::uint8_t{});
+    case Dtype::Int32:
+      return fn(std::int32_t{});
+    case Dtype::Int64:
+      return fn(std::int64_t{});
+    case Dtype::Float32:
+      return fn(float{});
+    case Dtype::Float64:
+      break;
   }
   return fn(double{});
 }

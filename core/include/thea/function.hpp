@@ -21,7 +21,7 @@ using Updates = std::vector<std::pair<Variable, Variable>>;
 using Givens = std::vector<std::pair<Variable, Variable>>;
 
 struct FunctionOptions {
-  std::string backend;  // empty: THEA_BACKEND or the default backend
+  std::string backend;                // empty: THEA_BACKEND or the default backend
   bool allow_input_downcast = false;  // float64 data into float32 inputs
   std::vector<std::string> exclude;   // rewrite passes to skip
   std::string name;                   // shown in profiles and errors

@@ -33,10 +33,10 @@ Variable sum_to_type(const Variable& g, const TensorType& target);
 
 struct VerifyGradOptions {
   std::uint64_t seed = 0;
-  double eps = 1e-6;    // central-difference step (float64)
-  double rtol = 1e-4;   // tolerance on |analytic - numeric| / max(1, |numeric|)
+  double eps = 1e-6;   // central-difference step (float64)
+  double rtol = 1e-4;  // tolerance on |analytic - numeric| / max(1, |numeric|)
   double atol = 1e-6;
-  int directions = 3;   // random directions projected per check
+  int directions = 3;  // random directions projected per check
 };
 
 // Checks grad() of `fn(inputs)` (which must give a scalar, or is reduced with a random

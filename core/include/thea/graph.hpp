@@ -89,9 +89,9 @@ class Variable {
   Variable() = default;
   explicit Variable(NodePtr node) : node_(std::move(node)) {}
   // Weak literal constants (float64 / int64 scalars that adopt the other operand's dtype).
-  Variable(double value);  // NOLINT(google-explicit-constructor): Theano-style literals
-  Variable(int value);     // NOLINT(google-explicit-constructor)
-  Variable(std::int64_t value);  // NOLINT(google-explicit-constructor)
+  Variable(double value);         // NOLINT(google-explicit-constructor): Theano-style literals
+  Variable(int value);            // NOLINT(google-explicit-constructor)
+  Variable(std::int64_t value);   // NOLINT(google-explicit-constructor)
   Variable(const Tensor& value);  // NOLINT(google-explicit-constructor)
 
   const NodePtr& node() const { return node_; }
@@ -144,14 +144,13 @@ Variable tensor(Dtype dtype, int ndim, std::string name = {},
 Variable tensor(Dtype dtype, Shape static_shape, std::string name = {},
                 std::source_location loc = std::source_location::current());
 
-#define THEA_DECLARE_CTOR(fn, DT, NDIM)                                      \
-  Variable fn(std::string name = {},                                         \
-              std::source_location loc = std::source_location::current());
-#define THEA_DECLARE_CTORS(prefix, DT)           \
-  THEA_DECLARE_CTOR(prefix##scalar, DT, 0)       \
-  THEA_DECLARE_CTOR(prefix##vector, DT, 1)       \
-  THEA_DECLARE_CTOR(prefix##matrix, DT, 2)       \
-  THEA_DECLARE_CTOR(prefix##tensor3, DT, 3)      \
+#define THEA_DECLARE_CTOR(fn, DT, NDIM) \
+  Variable fn(std::string name = {}, std::source_location loc = std::source_location::current());
+#define THEA_DECLARE_CTORS(prefix, DT)      \
+  THEA_DECLARE_CTOR(prefix##scalar, DT, 0)  \
+  THEA_DECLARE_CTOR(prefix##vector, DT, 1)  \
+  THEA_DECLARE_CTOR(prefix##matrix, DT, 2)  \
+  THEA_DECLARE_CTOR(prefix##tensor3, DT, 3) \
   THEA_DECLARE_CTOR(prefix##tensor4, DT, 4)
 THEA_DECLARE_CTORS(, Float32)  // scalar, vector, ... are floatX = float32
 THEA_DECLARE_CTORS(f, Float32)

@@ -17,6 +17,9 @@ struct OpTraits {
   bool reduction = false;    // reduces some axes of input 0
   bool view = false;         // output aliases input 0 (no data movement needed)
   bool shape_only = false;   // output depends only on input shapes (cheap, host-side)
+  // Index of an input whose buffer the output overwrites in place (compiled backends);
+  // -1 when none. perform() must still return a fresh tensor.
+  int destroys_input = -1;
 };
 
 class Op {

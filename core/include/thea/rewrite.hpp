@@ -29,7 +29,7 @@ struct RewritePass {
 class RewriteRegistry {
  public:
   static RewriteRegistry& instance();
-  void add(RewritePass pass);  // replaces a pass of the same name
+  void add(RewritePass pass);                      // replaces a pass of the same name
   std::vector<const RewritePass*> passes() const;  // in order
   std::vector<std::string> names() const;
 

@@ -151,8 +151,8 @@ Tensor Tensor::from_vector(const std::vector<T>& values, Shape shape) {
 template <class T>
 T* Tensor::data() {
   if (dtype_of<T> != dtype_)
-    throw TypeError(std::string("Tensor::data: requested ") + dtype_name(dtype_of<T>) +
-                    " from a " + dtype_name(dtype_) + " tensor");
+    throw TypeError(std::string("Tensor::data: requested ") + dtype_name(dtype_of<T>) + " from a " +
+                    dtype_name(dtype_) + " tensor");
   return static_cast<T*>(raw_data());
 }
 template <class T>
@@ -181,8 +181,8 @@ T Tensor::at(const std::vector<std::int64_t>& index) const {
 template <class T>
 T Tensor::item() const {
   if (numel() != 1)
-    throw ValueError("Tensor::item: tensor of shape " + shape_str(shape_) +
-                     " has " + std::to_string(numel()) + " elements, not 1");
+    throw ValueError("Tensor::item: tensor of shape " + shape_str(shape_) + " has " +
+                     std::to_string(numel()) + " elements, not 1");
   return at<T>(std::vector<std::int64_t>(ndim(), 0));
 }
 

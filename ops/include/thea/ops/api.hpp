@@ -122,10 +122,10 @@ struct Slice {
 using IndexEntry = std::variant<Variable, Slice>;
 Variable subtensor(const Variable& x, const std::vector<IndexEntry>& index, THEA_LOC);
 // x with x[index] += y (inc) or x[index] = y (set), as new values (x is not modified).
-Variable inc_subtensor(const Variable& x, const std::vector<IndexEntry>& index,
-                       const Variable& y, THEA_LOC);
-Variable set_subtensor(const Variable& x, const std::vector<IndexEntry>& index,
-                       const Variable& y, THEA_LOC);
+Variable inc_subtensor(const Variable& x, const std::vector<IndexEntry>& index, const Variable& y,
+                       THEA_LOC);
+Variable set_subtensor(const Variable& x, const std::vector<IndexEntry>& index, const Variable& y,
+                       THEA_LOC);
 // Rows of x picked by an integer vector (numpy x[idx], Theano advanced_subtensor1).
 Variable take(const Variable& x, const Variable& indices, THEA_LOC);
 // x with rows idx[k] += y[k] (repeated indices accumulate).

@@ -28,6 +28,13 @@ class Elemwise : public Op {
                             const Variable& gout) const override;
   OpTraits traits() const override { return {.elementwise = true}; }
 
+  // The dtype the scalar functor runs in, given the input dtypes: inputs for which
+  // converts_input(i) holds are converted to it first (Switch's condition and Second's
+  // shape-giving first input keep their own dtype). Code-generating backends use this
+  // so that they compute exactly what perform() computes.
+  Dtype compute_dtype(const std::vector<Dtype>& input_dtypes) const;
+  bool converts_input(int i) const;
+
  private:
   ScalarOp scalar_op_;
   Dtype cast_to_;

@@ -1,0 +1,47 @@
+// Renders a schedule as one C++ translation unit: every loop kernel and every generated
+// GEMM of a function, after the shared scalar preamble and the GEMM micro-kernels.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "thea/memplan.hpp"
+#include "thea/schedule.hpp"
+
+namespace thea::cpu {
+
+// How the Program launches a kernel.
+enum class Launch : std::uint8_t {
+  Loop,      // fn(P, D, S, part, nparts) over the outer iterations, then finish(P, D, S, nparts)
+  GemmRows,  // prep(P, D, S) once, then fn(P, D, S, part, nparts) over rows of C
+  GemmTN,    // prep(P, D, S) once, then fn(P, D, S, part, nparts) over lane-chunks of C's rows
+  Blas,      // the Program calls OpenBLAS itself (prep still copies C_in when not in place)
+  Host,      // the Program runs the op's perform()
+};
+
+struct KernelCode {
+  Launch launch = Launch::Host;
+  std::string fn, finish, prep;  // exported symbols; empty when absent
+  int finals = 0;                // Loop: final reductions (8-byte partials per part each)
+  std::int64_t scratch_bytes = 0;  // Gemm: packed operand scratch
+  int lanes = 1;                 // GemmTN: chunk granularity of the parallel split
+};
+
+struct Rendered {
+  std::string source;  // empty when no kernel needs generated code
+  std::vector<KernelCode> kernels;  // one per schedule kernel
+};
+
+// Signature of generated kernels.
+using PartFn = void (*)(void* const* P, const std::int64_t* D, void* S, int part, int nparts);
+using FinishFn = void (*)(void* const* P, const std::int64_t* D, void* S, int nparts);
+using PrepFn = void (*)(void* const* P, const std::int64_t* D, void* S);
+
+// `vector_bytes`: SIMD width the micro-kernels are built for (16/32/64).
+Rendered render(const sched::Schedule& s, const sched::MemPlan& plan, int vector_bytes);
+
+// The C type of a dtype in generated code ("float", "int64_t", ...).
+const char* c_type(Dtype d);
+
+}  // namespace thea::cpu

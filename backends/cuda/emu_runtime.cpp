@@ -1,0 +1,275 @@
+// The emulator Runtime: the CUDA backend's generated kernels compiled by the host C++
+// compiler into a shared object and run by the SIMT emulator (simt.cpp); memory is host
+// memory; cuBLAS calls are computed with cuBLAS's column-major semantics; stream capture
+// records the work and replays it, as a CUDA graph would. Synchronous and slow, but it
+// runs the backend's real code paths on machines without a GPU (tests, debugging).
+#include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <random>
+
+#include "cuda/codegen.hpp"
+#include "cuda/kernel_cache.hpp"
+#include "cuda/runtime.hpp"
+#include "cuda/simt.hpp"
+#include "thea/error.hpp"
+#include "thea/rewrite.hpp"
+
+#ifndef THEA_HOST_CXX
+#define THEA_HOST_CXX "c++"
+#endif
+
+namespace thea::cuda {
+namespace {
+
+class HostMemory : public RawMemory {
+ public:
+  void* allocate(std::size_t n) override { return std::aligned_alloc(256, (n + 255) / 256 * 256); }
+  void deallocate(void* p) override { std::free(p); }
+  std::string describe() const override { return "emulated device memory"; }
+};
+
+class EmuModule : public Module {
+ public:
+  explicit EmuModule(void* handle) : handle_(handle) {}
+  ~EmuModule() override = default;  // kept loaded: kernels may be replayed by graphs
+  void* kernel(const std::string& name) const override {
+    void* f = dlsym(handle_, (name + "__emu").c_str());
+    if (!f) throw BackendError("cuda emulator: kernel " + name + " not found in module");
+    return f;
+  }
+
+ private:
+  void* handle_;
+};
+
+class EmuGraph : public Graph {
+ public:
+  explicit EmuGraph(std::vector<std::function<void()>> ops) : ops_(std::move(ops)) {}
+  void launch(Stream) override {
+    for (auto& op : ops_) op();
+  }
+
+ private:
+  std::vector<std::function<void()>> ops_;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// cuBLAS's column-major gemm on host memory: C = alpha op(A) op(B) + beta C.
+template <class T>
+void colmajor_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
+                   const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
+                   std::int64_t ldc) {
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t i = 0; i < m; ++i) {
+      T acc = 0;
+      for (std::int64_t p = 0; p < k; ++p) {
+        T a = ta ? A[p + i * lda] : A[i + p * lda];
+        T b = tb ? B[j + p * ldb] : B[p + j * ldb];
+        acc += a * b;
+      }
+      T& c = C[i + j * ldc];
+      c = beta == T(0) ? alpha * acc : alpha * acc + beta * c;
+    }
+}
+
+class EmuRuntime : public Runtime {
+ public:
+  EmuRuntime() : alloc_(std::make_unique<HostMemory>()) {
+    info_.name = "thea SIMT emulator";
+    info_.cc_major = 9;
+    info_.cc_minor = 0;
+    info_.sm_count = 2;  // small grids: every kernel loops over its grid stride
+    info_.max_threads_per_block = 1024;
+    info_.max_threads_per_sm = 2048;
+    info_.warp_size = 32;
+    info_.total_mem = std::size_t{1} << 34;
+    std::string dir = KernelCache::default_dir();
+    if (!dir.empty()) {
+      cache_dir_ = dir + "/emu";
+      std::error_code ec;
+      std::filesystem::create_directories(cache_dir_, ec);
+      if (ec) cache_dir_.clear();
+    }
+    if (cache_dir_.empty()) {
+      cache_dir_ = std::filesystem::temp_directory_path().string() + "/thea-emu-" +
+                   std::to_string(::getpid());
+      std::filesystem::create_directories(cache_dir_);
+    }
+  }
+
+  std::string name() const override { return "cuda-emu"; }
+  const DeviceInfo& info() const override { return info_; }
+  CachingAllocator& allocator() override { return alloc_; }
+
+  std::shared_ptr<Module> load_module(const std::string& body, const std::string& what) override {
+    auto t0 = std::chrono::steady_clock::now();
+    const std::string cxx = std::getenv("THEA_CXX") ? std::getenv("THEA_CXX") : THEA_HOST_CXX;
+    const std::string flags = "-std=c++17 -O1 -shared -fPIC -w";
+    const std::string src = emu_source(body);
+    const std::string key = "thea-emu v1\n" + cxx + " " + flags + "\n" + src;
+    const std::string so = cache_dir_ + "/" + key_digest(key) + ".so";
+    bool cached = std::filesystem::exists(so);
+    if (!cached) {
+      std::string tag = std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
+      std::string cpp = so + "." + tag + ".cpp", tmp = so + "." + tag + ".tmp";
+      {
+        std::ofstream f(cpp);
+        f << src;
+      }
+      std::string log = so + "." + tag + ".log";
+      std::string cmd = cxx + " " + flags + " -x c++ '" + cpp + "' -o '" + tmp + "' > '" + log +
+                        "' 2>&1";
+      int rc = std::system(cmd.c_str());
+      if (rc != 0) {
+        std::string msg = read_file(log);
+        throw CompileError("cuda emulator: the host compiler failed on " + what + " (" + cmd +
+                           "):\n" + msg.substr(0, 8000) + "\n  source kept at " + cpp);
+      }
+      std::filesystem::remove(log);
+      std::filesystem::remove(cpp);
+      std::filesystem::rename(tmp, so);
+    }
+    void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) throw BackendError(std::string("cuda emulator: dlopen failed: ") + dlerror());
+    using Bind = void (*)(const thea_emu_hooks*);
+    auto bind = reinterpret_cast<Bind>(dlsym(h, "thea_emu_bind"));
+    if (!bind) throw BackendError("cuda emulator: module lacks thea_emu_bind");
+    bind(simt_hooks());
+    auto m = std::make_shared<EmuModule>(h);
+    m->compile_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    m->from_cache = cached;
+    return m;
+  }
+
+  Stream create_stream() override { return reinterpret_cast<Stream>(++next_token_); }
+  void destroy_stream(Stream) override {}
+  void synchronize(Stream) override {}
+  Event create_event() override { return reinterpret_cast<Event>(++next_token_); }
+  void destroy_event(Event) override {}
+  void record_event(Event, Stream) override {}
+  void wait_event(Stream, Event) override {}
+  void event_synchronize(Event) override {}
+
+  void* host_alloc(std::size_t n) override { return std::malloc(std::max<std::size_t>(n, 8)); }
+  void host_free(void* p) override { std::free(p); }
+
+  // Host<->device copies are never captured (the program makes them outside capture).
+  void memcpy_h2d(void* dst, const void* src, std::size_t n, Stream s) override {
+    check_not_capturing(s, "memcpy_h2d");
+    std::memcpy(dst, src, n);
+  }
+  void memcpy_d2h(void* dst, const void* src, std::size_t n, Stream s) override {
+    check_not_capturing(s, "memcpy_d2h");
+    std::memcpy(dst, src, n);
+  }
+  void memcpy_d2d(void* dst, const void* src, std::size_t n, Stream s) override {
+    run_or_record(s, [=] { std::memmove(dst, src, n); });
+  }
+  void memset_d(void* dst, int value, std::size_t n, Stream s) override {
+    run_or_record(s, [=] { std::memset(dst, value, n); });
+  }
+
+  void launch(void* kernel, const LaunchConfig& cfg, const std::int64_t* params,
+              std::size_t n_words, const std::int64_t* args, Stream s) override {
+    // Parameters are captured by value, as cudaLaunchKernel copies them.
+    std::vector<std::int64_t> p(params, params + n_words);
+    auto entry = reinterpret_cast<thea_emu_entry>(kernel);
+    launches_++;
+    run_or_record(s, [=] { simt_run(cfg, entry, p.data(), args); });
+  }
+
+  void gemm(Dtype dtype, const BlasPlan& plan, const void* alpha, const MatView& a,
+            const MatView& b, const void* beta, const MatView& c, Stream s) override {
+    void* ap = a.ptr;
+    void* bp = b.ptr;
+    void* cp = c.ptr;
+    run_or_record(s, [=] { do_gemm(dtype, plan, alpha, ap, bp, beta, cp); });
+  }
+  void gemm_indirect(Dtype dtype, const BlasPlan& plan, const void* alpha, void* const* a_ptr,
+                     void* const* b_ptr, const void* beta, void* const* c_ptr,
+                     Stream s) override {
+    // The pointers are read when the work runs, like cublas<t>gemmBatched.
+    run_or_record(s, [=] { do_gemm(dtype, plan, alpha, *a_ptr, *b_ptr, beta, *c_ptr); });
+  }
+
+  void begin_capture(Stream s) override {
+    std::lock_guard lock(mutex_);
+    capturing_[s] = {};
+  }
+  std::unique_ptr<Graph> end_capture(Stream s) override {
+    std::lock_guard lock(mutex_);
+    auto it = capturing_.find(s);
+    if (it == capturing_.end()) return nullptr;
+    auto g = std::make_unique<EmuGraph>(std::move(it->second));
+    capturing_.erase(it);
+    return g;
+  }
+
+  std::size_t launches() const { return launches_; }
+
+ private:
+  static void do_gemm(Dtype dtype, const BlasPlan& p, const void* alpha, void* a, void* b,
+                      const void* beta, void* c) {
+    if (dtype == Dtype::Float32)
+      colmajor_gemm<float>(p.b.transpose, p.a.transpose, p.n, p.m, p.k,
+                           *static_cast<const float*>(alpha), static_cast<const float*>(b), p.b.ld,
+                           static_cast<const float*>(a), p.a.ld, *static_cast<const float*>(beta),
+                           static_cast<float*>(c), p.ldc);
+    else
+      colmajor_gemm<double>(p.b.transpose, p.a.transpose, p.n, p.m, p.k,
+                            *static_cast<const double*>(alpha), static_cast<const double*>(b),
+                            p.b.ld, static_cast<const double*>(a), p.a.ld,
+                            *static_cast<const double*>(beta), static_cast<double*>(c), p.ldc);
+  }
+
+  void run_or_record(Stream s, std::function<void()> op) {
+    {
+      std::lock_guard lock(mutex_);
+      auto it = capturing_.find(s);
+      if (it != capturing_.end()) {
+        it->second.push_back(std::move(op));
+        return;
+      }
+    }
+    op();
+  }
+  void check_not_capturing(Stream s, const char* what) {
+    std::lock_guard lock(mutex_);
+    if (capturing_.count(s))
+      throw BackendError(std::string("cuda emulator: ") + what + " during stream capture");
+  }
+
+  DeviceInfo info_;
+  CachingAllocator alloc_;
+  std::string cache_dir_;
+  std::mutex mutex_;
+  std::map<Stream, std::vector<std::function<void()>>> capturing_;
+  std::uintptr_t next_token_ = 0x1000;
+  std::size_t launches_ = 0;
+};
+
+}  // namespace
+
+Runtime& emu_runtime() {
+  static Runtime* rt = new EmuRuntime();
+  return *rt;
+}
+
+}  // namespace thea::cuda

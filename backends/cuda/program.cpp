@@ -1,0 +1,990 @@
+#include "cuda/program.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "cuda/codegen.hpp"
+#include "thea/error.hpp"
+#include "thea/op.hpp"
+#include "thea/ops/ops.hpp"
+
+namespace thea::cuda {
+
+// ---------------------------------------------------------------------------------------
+// CudaMirror
+// ---------------------------------------------------------------------------------------
+
+CudaMirror::CudaMirror(Runtime& rt, std::size_t nbytes)
+    : rt_(rt), buffer_(&rt.allocator(), std::max<std::size_t>(nbytes, 1)) {}
+
+CudaMirror::~CudaMirror() {
+  try {
+    if (last_event) rt_.destroy_event(last_event);
+  } catch (...) {
+  }
+}
+
+void CudaMirror::download(Tensor& host) {
+  // The writer's stream must finish before the copy; then copy on that stream and wait.
+  Stream s = last_stream;
+  std::size_t n = static_cast<std::size_t>(host.numel()) * dtype_size(host.dtype());
+  if (n == 0) return;
+  if (!host.is_contiguous()) throw Error("cuda: shared value host buffer is not contiguous");
+  rt_.memcpy_d2h(host.raw_data(), buffer_.get(), n, s);
+  rt_.synchronize(s);
+}
+
+namespace {
+
+using W = ParamWord::Kind;
+
+template <class T>
+const T* op_as(const NodePtr& n) {
+  return n->kind == NodeKind::Apply ? dynamic_cast<const T*>(n->op.get()) : nullptr;
+}
+
+bool env_off(const char* name) {
+  const char* v = std::getenv(name);
+  return v && (std::string(v) == "0" || std::string(v) == "off");
+}
+
+// A value's memory at run time: `root` is the value whose storage it lives in, `offset`
+// and `strides` are in elements.
+struct View {
+  int root = -1;
+  std::int64_t offset = 0;
+  Strides strides;
+};
+
+bool is_contiguous(const Shape& shape, const Strides& strides) {
+  std::int64_t expect = 1;
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    if (shape[static_cast<std::size_t>(d)] == 1) continue;
+    if (strides[static_cast<std::size_t>(d)] != expect) return false;
+    expect *= shape[static_cast<std::size_t>(d)];
+  }
+  return true;
+}
+
+// numpy slice resolution (CPython's PySlice_AdjustIndices), as Subtensor::perform does.
+struct SliceRange {
+  std::int64_t start = 0, length = 0, step = 1;
+};
+SliceRange resolve_slice(std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
+                         std::optional<std::int64_t> step, std::int64_t dim) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+  SliceRange r;
+  r.step = step.value_or(1);
+  if (r.step == 0) throw ValueError("slice step cannot be zero");
+  std::int64_t b = start.value_or(r.step < 0 ? kMax : 0);
+  std::int64_t e = stop.value_or(r.step < 0 ? kMin : kMax);
+  auto adjust = [&](std::int64_t& v) {
+    if (v < 0) {
+      v += dim;
+      if (v < 0) v = r.step < 0 ? -1 : 0;
+    } else if (v >= dim) {
+      v = r.step < 0 ? dim - 1 : dim;
+    }
+  };
+  adjust(b);
+  adjust(e);
+  if (r.step < 0)
+    r.length = e < b ? (b - e - 1) / (-r.step) + 1 : 0;
+  else
+    r.length = b < e ? (e - b - 1) / r.step + 1 : 0;
+  r.start = b;
+  return r;
+}
+
+std::string runtime_inputs(const Node& n, const std::vector<Shape>& shapes) {
+  std::string s;
+  for (std::size_t i = 0; i < n.inputs.size(); ++i)
+    s += "\n  input " + std::to_string(i) + ": " + n.inputs[i]->describe() + " with shape " +
+         shape_str(shapes[i]);
+  return s;
+}
+
+[[noreturn]] void rethrow_at(const Node& n, const Error& e, const std::vector<Shape>& shapes) {
+  const std::string msg = "[" + n.op->str() + "] at " + n.site.str() + " (" + n.label() +
+                          "): " + e.what() + runtime_inputs(n, shapes);
+  if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(msg);
+  if (dynamic_cast<const ValueError*>(&e)) throw ValueError(msg);
+  if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
+  throw Error(msg);
+}
+
+std::int64_t bits_of(const Tensor& t) {
+  if (is_float(t.dtype())) {
+    double d = t.item<double>();
+    std::int64_t b;
+    std::memcpy(&b, &d, sizeof b);
+    return b;
+  }
+  return t.item<std::int64_t>();
+}
+
+struct StepRt {
+  LaunchConfig cfg;
+  std::vector<std::int64_t> params;
+  bool skip = false;  // nothing to do at this shape (empty, or an aliasing Contig)
+  BlasPlan blas;
+  MatView a, b, c;   // gemm views (pointers filled for direct calls)
+  bool copy_c = false;
+  void* kernel = nullptr;
+};
+
+struct Instance {
+  std::map<int, DeviceBuffer> buffers;  // value -> its own device storage
+  std::vector<StepRt> steps;
+  std::vector<void*> mirror_ptrs;       // shared buffers the parameters point into
+  std::unique_ptr<Graph> graph;
+  bool capturable = true;
+  std::size_t calls = 0;
+};
+
+}  // namespace
+
+struct CudaProgram::Impl {
+  Runtime& rt;
+  const Plan& plan;
+  std::shared_ptr<Module> module;
+  Stream stream = nullptr;
+  // Pinned staging for the argument block, a ring so the host never overwrites a block
+  // whose copy has not run yet.
+  std::vector<void*> ring;
+  std::vector<Event> ring_events;
+  std::size_t ring_next = 0;
+  DeviceBuffer args_dev;
+  DeviceBuffer err_dev;
+  std::vector<std::int64_t> args_host, args_uploaded;
+  bool args_valid = false;
+  std::map<int, DeviceBuffer> constants;
+  std::map<std::vector<std::int64_t>, std::unique_ptr<Instance>> instances;
+  std::vector<NodePtr> keep_alive;  // shared nodes whose mirrors instances point into
+  bool graphs = true;
+  bool has_host_steps = false;
+
+  // Per-call state.
+  std::vector<Tensor> host;
+  std::vector<Shape> shapes;
+  std::vector<View> views;
+  std::vector<char> contig_copies;  // Contig value copies (1) or aliases (0) this call
+  std::vector<CudaMirror*> mirrors;  // per value (Shared only)
+
+  Impl(Runtime& r, const Plan& p) : rt(r), plan(p) {}
+
+  const Value& val(int i) const { return plan.values[static_cast<std::size_t>(i)]; }
+  Dtype dtype(int i) const { return val(i).node->type.dtype; }
+
+  std::int64_t numel(int v) const { return shape_numel(shapes[static_cast<std::size_t>(v)]); }
+  std::size_t nbytes(int v) const {
+    return static_cast<std::size_t>(numel(v)) * dtype_size(dtype(v));
+  }
+
+  void evaluate_host_and_shapes(const std::vector<Tensor>& inputs);
+  void resolve_views();
+  std::vector<std::int64_t> signature() const;
+  std::unique_ptr<Instance> build_instance();
+  char* pointer(const Instance& inst, int v) const;
+  char* root_pointer(const Instance& inst, int root) const;
+  void fill_params(Instance& inst, std::size_t k);
+  void fill_args(const Instance& inst);
+  void prepare_mirrors();
+  void enqueue(Instance& inst);
+  void run_host_op(Instance& inst, const Step& st);
+};
+
+// ---------------------------------------------------------------------------------------
+// Per call: host values and shapes
+// ---------------------------------------------------------------------------------------
+
+void CudaProgram::Impl::evaluate_host_and_shapes(const std::vector<Tensor>& inputs) {
+  const std::size_t nv = plan.values.size();
+  host.assign(nv, Tensor());
+  shapes.assign(nv, Shape());
+  for (std::size_t k = 0; k < plan.inputs.size(); ++k) {
+    int v = plan.inputs[k];
+    if (v < 0) continue;
+    host[static_cast<std::size_t>(v)] = inputs[k];
+    shapes[static_cast<std::size_t>(v)] = inputs[k].shape();
+  }
+  for (std::size_t i = 0; i < nv; ++i) {
+    const Value& v = plan.values[i];
+    const Node& n = *v.node;
+    if (v.place == Place::Contig) {
+      shapes[i] = shapes[static_cast<std::size_t>(v.src)];
+      continue;
+    }
+    switch (n.kind) {
+      case NodeKind::Input: break;  // set above
+      case NodeKind::Constant:
+        shapes[i] = n.value.shape();
+        if (v.place == Place::Host) host[i] = n.value;
+        break;
+      case NodeKind::Shared: shapes[i] = n.shared->value.shape(); break;
+      case NodeKind::Apply: {
+        std::vector<Shape> in_shapes;
+        std::vector<const Tensor*> in_values;
+        for (const NodePtr& in : n.inputs) {
+          int j = plan.index.at(in.get());
+          in_shapes.push_back(shapes[static_cast<std::size_t>(j)]);
+          in_values.push_back(host[static_cast<std::size_t>(j)].defined()
+                                  ? &host[static_cast<std::size_t>(j)]
+                                  : nullptr);
+        }
+        try {
+          if (const auto* so = op_as<SizeOf>(v.node)) {
+            // Only the input's shape matters, and the input may live on the device.
+            std::int64_t count = 1;
+            const Shape& s = in_shapes[0];
+            for (int d = 0; d < static_cast<int>(s.size()); ++d)
+              if (so->axes().empty() ||
+                  std::find(so->axes().begin(), so->axes().end(), d) != so->axes().end())
+                count *= s[static_cast<std::size_t>(d)];
+            host[i] = Tensor::from_vector<std::int64_t>({count}, {});
+            shapes[i] = {};
+          } else if (v.place == Place::Host) {
+            std::vector<Tensor> vals;
+            for (std::size_t k = 0; k < in_values.size(); ++k)
+              vals.push_back(in_values[k] ? *in_values[k]
+                                          : Tensor::empty(in_shapes[k], n.inputs[k]->type.dtype));
+            host[i] = n.op->perform(vals);
+            shapes[i] = host[i].shape();
+          } else {
+            shapes[i] = n.op->infer_shape(in_shapes, in_values);
+          }
+        } catch (const Error& e) {
+          rethrow_at(n, e, in_shapes);
+        }
+        // The checks the reference backend makes at run time.
+        if (n.op->traits().elementwise) {
+          const Shape& out = shapes[i];
+          for (std::size_t k = 0; k < n.inputs.size(); ++k) {
+            const Shape& s = in_shapes[k];
+            const int off = static_cast<int>(out.size()) - static_cast<int>(s.size());
+            for (int d = 0; d < static_cast<int>(s.size()); ++d)
+              if (s[static_cast<std::size_t>(d)] == 1 &&
+                  out[static_cast<std::size_t>(off + d)] != 1 &&
+                  n.inputs[k]->type.shape[static_cast<std::size_t>(d)] != 1)
+                throw ShapeError("[" + n.op->str() + "] at " + n.site.str() + ": dimension " +
+                                 std::to_string(d) + " of " + n.inputs[k]->describe() +
+                                 " has size 1 at run time but is not broadcastable in its type, "
+                                 "while the result has size " +
+                                 std::to_string(out[static_cast<std::size_t>(off + d)]) +
+                                 "; declare the size-1 dimension statically (tensor(dtype, {1, "
+                                 "-1})) or insert it with dimshuffle" +
+                                 runtime_inputs(n, in_shapes));
+          }
+        }
+        if (const auto* r = op_as<Reduce>(v.node);
+            r && (r->kind() == ReduceKind::Max || r->kind() == ReduceKind::Min)) {
+          const Shape& s = in_shapes[0];
+          std::int64_t len = 1;
+          for (int d = 0; d < static_cast<int>(s.size()); ++d)
+            if (r->axes().empty() ||
+                std::find(r->axes().begin(), r->axes().end(), d) != r->axes().end())
+              len *= s[static_cast<std::size_t>(d)];
+          if (len == 0 && shape_numel(shapes[i]) > 0)
+            throw ValueError("[" + n.op->str() + "] at " + n.site.str() +
+                             ": zero-size reduction has no identity" + runtime_inputs(n, in_shapes));
+        }
+        if (const auto* a = op_as<ArgReduce>(v.node)) {
+          const Shape& s = in_shapes[0];
+          std::int64_t len = a->axis() < 0 ? shape_numel(s) : s[static_cast<std::size_t>(a->axis())];
+          if (len == 0 && shape_numel(shapes[i]) > 0)
+            throw ValueError("[" + n.op->str() + "] at " + n.site.str() +
+                             ": attempt to get " + a->name() + " of an empty sequence" +
+                             runtime_inputs(n, in_shapes));
+        }
+        break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per call: views (root, offset, strides) and Contig decisions
+// ---------------------------------------------------------------------------------------
+
+void CudaProgram::Impl::resolve_views() {
+  const std::size_t nv = plan.values.size();
+  views.assign(nv, View());
+  contig_copies.assign(nv, 0);
+  // A view's source may be a later value (a reshape reads a Contig appended at the end).
+  std::vector<char> done(nv, 0);
+  std::function<void(std::size_t)> resolve = [&](std::size_t i) {
+    if (done[i]) return;
+    done[i] = 1;
+    const Value& v = plan.values[i];
+    if ((v.place == Place::View || v.place == Place::Contig) && v.src >= 0)
+      resolve(static_cast<std::size_t>(v.src));
+    const Shape& shape = shapes[i];
+    View& out = views[i];
+    switch (v.place) {
+      case Place::Host:
+      case Place::Inline: break;
+      case Place::Input:
+      case Place::Shared:
+      case Place::Constant:
+      case Place::Buffer:
+        out.root = static_cast<int>(i);
+        out.strides = contiguous_strides(shape);
+        break;
+      case Place::Contig: {
+        const View& src = views[static_cast<std::size_t>(v.src)];
+        bool alias;
+        if (v.force_copy) {
+          alias = false;
+        } else if (v.blas_alias) {
+          // cuBLAS takes any layout with one unit stride (transposes included).
+          const Shape& s = shapes[static_cast<std::size_t>(v.src)];
+          if (s.size() == 2) {
+            MatView m{nullptr, s[0], s[1], src.strides[0], src.strides[1]};
+            alias = blas_compatible(m);
+          } else if (s.size() == 1) {
+            alias = s[0] <= 1 || src.strides[0] >= 1;
+          } else {
+            alias = is_contiguous(shape, src.strides);
+          }
+        } else {
+          alias = is_contiguous(shape, src.strides);
+        }
+        contig_copies[i] = alias ? 0 : 1;
+        if (alias) {
+          out = src;
+        } else {
+          out.root = static_cast<int>(i);
+          out.strides = contiguous_strides(shape);
+        }
+        break;
+      }
+      case Place::View: {
+        const View& src = views[static_cast<std::size_t>(v.src)];
+        const Node& n = *v.node;
+        out.root = src.root;
+        out.offset = src.offset;
+        if (const auto* ds = op_as<DimShuffle>(v.node)) {
+          out.strides.assign(shape.size(), 0);
+          for (std::size_t k = 0; k < ds->pattern().size(); ++k)
+            if (ds->pattern()[k] != -1)
+              out.strides[k] = src.strides[static_cast<std::size_t>(ds->pattern()[k])];
+        } else if (op_as<Reshape>(v.node)) {
+          out.strides = contiguous_strides(shape);  // src is a contiguous Contig value
+        } else if (const auto* cg = op_as<ConcatenateGrad>(v.node)) {
+          std::int64_t before = 0;
+          for (int k = 0; k < cg->index(); ++k) {
+            int xk = plan.index.at(n.inputs[static_cast<std::size_t>(1 + k)].get());
+            before += shapes[static_cast<std::size_t>(xk)][static_cast<std::size_t>(cg->axis())];
+          }
+          out.strides = src.strides;
+          if (shape_numel(shape) > 0)
+            out.offset += before * src.strides[static_cast<std::size_t>(cg->axis())];
+        } else if (const auto* st = op_as<Subtensor>(v.node)) {
+          const Shape& in_shape = shapes[static_cast<std::size_t>(v.src)];
+          auto value = [&](const IndexSpec::Bound& b) -> std::optional<std::int64_t> {
+            switch (b.kind) {
+              case IndexSpec::Bound::Kind::None: return std::nullopt;
+              case IndexSpec::Bound::Kind::Const: return b.value;
+              case IndexSpec::Bound::Kind::Input: {
+                int j = plan.index.at(n.inputs[static_cast<std::size_t>(b.input)].get());
+                return host[static_cast<std::size_t>(j)].item<std::int64_t>();
+              }
+            }
+            return std::nullopt;
+          };
+          std::int64_t off = 0;
+          Strides strides;
+          for (std::size_t axis = 0; axis < in_shape.size(); ++axis) {
+            const std::int64_t dim = in_shape[axis];
+            if (axis >= st->index().size()) {
+              strides.push_back(src.strides[axis]);
+              continue;
+            }
+            const IndexSpec& e = st->index()[axis];
+            if (e.kind == IndexSpec::Kind::Index) {
+              std::int64_t idx = value(e.start).value_or(0);
+              std::int64_t j = idx < 0 ? idx + dim : idx;
+              if (j < 0 || j >= dim)
+                throw ValueError("[" + n.op->str() + "] at " + n.site.str() + ": index " +
+                                 std::to_string(idx) + " is out of bounds for axis " +
+                                 std::to_string(axis) + " with size " + std::to_string(dim));
+              off += j * src.strides[axis];
+              continue;
+            }
+            SliceRange r = resolve_slice(value(e.start), value(e.stop), value(e.step), dim);
+            if (r.length > 0) off += r.start * src.strides[axis];
+            strides.push_back(src.strides[axis] * r.step);
+          }
+          out.strides = strides;
+          if (shape_numel(shape) > 0) out.offset += off;
+        } else {
+          throw Error("cuda: no view rule for " + n.describe());
+        }
+        break;
+      }
+    }
+  };
+  for (std::size_t i = 0; i < nv; ++i) resolve(i);
+}
+
+std::vector<std::int64_t> CudaProgram::Impl::signature() const {
+  std::vector<std::int64_t> sig;
+  for (std::size_t i = 0; i < plan.values.size(); ++i) {
+    sig.push_back(static_cast<std::int64_t>(shapes[i].size()));
+    for (auto d : shapes[i]) sig.push_back(d);
+    const Value& v = plan.values[i];
+    if (v.place == Place::View || v.place == Place::Contig) {
+      for (auto s : views[i].strides) sig.push_back(s);
+      sig.push_back(contig_copies[i]);
+      // Static offsets are baked into parameters; dynamic ones travel in the args block.
+      if (!v.dynamic) sig.push_back(views[i].offset);
+    }
+  }
+  return sig;
+}
+
+// ---------------------------------------------------------------------------------------
+// Instances
+// ---------------------------------------------------------------------------------------
+
+char* CudaProgram::Impl::root_pointer(const Instance& inst, int root) const {
+  const Value& v = val(root);
+  if (v.place == Place::Shared) return static_cast<char*>(mirrors[static_cast<std::size_t>(root)]->data());
+  if (v.place == Place::Constant) return static_cast<char*>(constants.at(root).get());
+  // In-place update values live in their shared variable's buffer.
+  if (v.update_of >= 0) {
+    for (const Step& st : plan.steps)
+      if (st.out == root && st.target >= 0)
+        return static_cast<char*>(mirrors[static_cast<std::size_t>(st.target)]->data());
+  }
+  auto it = inst.buffers.find(root);
+  if (it == inst.buffers.end()) return nullptr;
+  return static_cast<char*>(it->second.get());
+}
+
+char* CudaProgram::Impl::pointer(const Instance& inst, int v) const {
+  const View& vw = views[static_cast<std::size_t>(v)];
+  if (vw.root < 0) return nullptr;
+  char* base = root_pointer(inst, vw.root);
+  if (!base) return nullptr;
+  return base + vw.offset * static_cast<std::int64_t>(dtype_size(dtype(v)));
+}
+
+std::unique_ptr<Instance> CudaProgram::Impl::build_instance() {
+  auto inst = std::make_unique<Instance>();
+  // Storage for inputs, kernel outputs (unless written in place) and copies.
+  std::set<int> inplace_outs;
+  for (const Step& st : plan.steps)
+    if (st.target >= 0 && st.kind != StepKind::UpdateCopy) inplace_outs.insert(st.out);
+  for (std::size_t i = 0; i < plan.values.size(); ++i) {
+    const Value& v = plan.values[i];
+    bool own = v.place == Place::Input || (v.place == Place::Buffer && !inplace_outs.count(static_cast<int>(i))) ||
+               (v.place == Place::Contig && contig_copies[i]);
+    if (own) inst->buffers.emplace(static_cast<int>(i), DeviceBuffer(&rt.allocator(), std::max<std::size_t>(nbytes(static_cast<int>(i)), 1)));
+  }
+  for (std::size_t i = 0; i < plan.values.size(); ++i)
+    if (mirrors[i]) inst->mirror_ptrs.push_back(mirrors[i]->data());
+  inst->steps.resize(plan.steps.size());
+  for (std::size_t k = 0; k < plan.steps.size(); ++k) {
+    const Step& st = plan.steps[k];
+    if (st.kind == StepKind::HostOp) inst->capturable = false;
+    if (st.kind == StepKind::UpdateCopy && val(st.operands[0].value).place == Place::Host)
+      inst->capturable = false;
+    fill_params(*inst, k);
+  }
+  return inst;
+}
+
+void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
+  const Step& st = plan.steps[k];
+  StepRt& sr = inst.steps[k];
+  const DeviceInfo& dev = rt.info();
+  if (!st.kernel.empty()) sr.kernel = module->kernel(st.kernel);
+  sr.params.clear();
+  for (const ParamWord& w : st.params) {
+    std::int64_t x = 0;
+    const std::size_t v = static_cast<std::size_t>(w.value);
+    switch (w.kind) {
+      case W::Const: x = w.c; break;
+      case W::Numel: x = shape_numel(shapes[v]); break;
+      case W::Dim: x = shapes[v][static_cast<std::size_t>(w.axis)]; break;
+      case W::Stride: x = views[v].strides[static_cast<std::size_t>(w.axis)]; break;
+      case W::SpaceStride: {
+        const Shape& s = shapes[v];
+        int off = w.rank - static_cast<int>(s.size());
+        int d = w.axis - off;
+        x = (d < 0 || s[static_cast<std::size_t>(d)] == 1) ? 0
+                                                          : views[v].strides[static_cast<std::size_t>(d)];
+        break;
+      }
+      case W::Prod: {
+        x = 1;
+        for (int a : w.axes) x *= shapes[v][static_cast<std::size_t>(a)];
+        break;
+      }
+      case W::Ptr: x = reinterpret_cast<std::int64_t>(pointer(inst, w.value)); break;
+      case W::ErrWord: x = reinterpret_cast<std::int64_t>(err_dev.get()); break;
+    }
+    sr.params.push_back(x);
+  }
+  if (sr.params.empty()) sr.params.push_back(0);
+  switch (st.kind) {
+    case StepKind::Map: {
+      std::int64_t n = numel(st.out);
+      sr.skip = n == 0;
+      sr.cfg = elementwise_config(n, dev);
+      break;
+    }
+    case StepKind::Copy: {
+      sr.skip = !contig_copies[static_cast<std::size_t>(st.out)] || numel(st.out) == 0;
+      sr.cfg = elementwise_config(numel(st.out), dev);
+      break;
+    }
+    case StepKind::Reduce:
+    case StepKind::ArgReduce:
+    case StepKind::Softmax: {
+      int space = plan.index.at(st.node->inputs[0].get());
+      const Shape& s = shapes[static_cast<std::size_t>(space)];
+      std::int64_t rows = 1, len = 1;
+      std::vector<int> red;
+      if (const auto* r = op_as<Reduce>(st.node)) {
+        red = r->axes();
+      } else if (const auto* a = op_as<ArgReduce>(st.node)) {
+        if (a->axis() >= 0) red = {a->axis()};
+      } else {
+        red = {static_cast<int>(s.size()) - 1};
+      }
+      for (int d = 0; d < static_cast<int>(s.size()); ++d) {
+        bool r = red.empty() || std::find(red.begin(), red.end(), d) != red.end();
+        (r ? len : rows) *= s[static_cast<std::size_t>(d)];
+      }
+      sr.skip = rows == 0;
+      sr.cfg = reduction_config(rows, len, st.contiguous_rows, dev, 8, true);
+      break;
+    }
+    case StepKind::Xent: {
+      std::int64_t rows = shapes[static_cast<std::size_t>(st.out)][0];
+      sr.skip = rows == 0;
+      sr.cfg = elementwise_config(rows, dev);
+      break;
+    }
+    case StepKind::SoftmaxGrad:
+    case StepKind::XentSoftmax: {
+      const Shape& s = shapes[static_cast<std::size_t>(st.operands[st.kind == StepKind::SoftmaxGrad ? 1 : 0].value)];
+      std::int64_t len = s.empty() ? 1 : s.back();
+      std::int64_t rows = s.size() == 2 ? s[0] : 1;
+      sr.skip = rows == 0;
+      sr.cfg = reduction_config(rows, len, true, dev, 8, true);
+      break;
+    }
+    case StepKind::XentSoftmaxDx:
+    case StepKind::XentGrad:
+    case StepKind::OneHot:
+    case StepKind::DotNaive: {
+      std::int64_t n = numel(st.out);
+      sr.skip = n == 0;
+      sr.cfg = elementwise_config(n, dev);
+      break;
+    }
+    case StepKind::Gemm: {
+      auto mat = [&](int v, bool as_b, bool trans) {
+        const Shape& s = shapes[static_cast<std::size_t>(v)];
+        const Strides& t = views[static_cast<std::size_t>(v)].strides;
+        MatView m;
+        m.ptr = pointer(inst, v);
+        if (s.size() == 2) {
+          m.rows = s[trans ? 1 : 0];
+          m.cols = s[trans ? 0 : 1];
+          m.row_stride = t[trans ? 1 : 0];
+          m.col_stride = t[trans ? 0 : 1];
+        } else if (as_b) {  // vector b: (k, 1)
+          m.rows = s[0];
+          m.cols = 1;
+          m.row_stride = t[0];
+          m.col_stride = 1;
+        } else {  // vector a: (1, k)
+          m.rows = 1;
+          m.cols = s[0];
+          m.row_stride = s[0] * std::max<std::int64_t>(t[0], 1);
+          m.col_stride = t[0];
+        }
+        return m;
+      };
+      sr.a = mat(st.gemm_a, false, st.trans_a);
+      sr.b = mat(st.gemm_b, true, st.trans_b);
+      const int out = st.out;
+      const Shape& os = shapes[static_cast<std::size_t>(out)];
+      sr.c.rows = sr.a.rows;
+      sr.c.cols = sr.b.cols;
+      sr.c.row_stride = sr.b.cols;
+      sr.c.col_stride = 1;
+      sr.c.ptr = st.target >= 0 ? mirrors[static_cast<std::size_t>(st.target)]->data()
+                                : pointer(inst, out);
+      (void)os;
+      sr.blas = plan_gemm(sr.a, sr.b, sr.c);
+      if (!sr.blas.ok)
+        throw Error("cuda: internal error: gemm operands of " + st.node->describe() +
+                    " are not in a cuBLAS layout after copying");
+      sr.copy_c = st.gemm_c >= 0 && pointer(inst, st.gemm_c) != sr.c.ptr;
+      sr.skip = sr.c.rows == 0 || sr.c.cols == 0;
+      break;
+    }
+    default: break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per call: argument block, mirrors, execution
+// ---------------------------------------------------------------------------------------
+
+void CudaProgram::Impl::fill_args(const Instance& inst) {
+  args_host.assign(static_cast<std::size_t>(std::max(plan.n_args, 1)), 0);
+  for (std::size_t i = 0; i < plan.values.size(); ++i) {
+    const Value& v = plan.values[i];
+    if (v.scalar_slot >= 0) args_host[static_cast<std::size_t>(v.scalar_slot)] = bits_of(host[i]);
+    if (v.ptr_slot >= 0)
+      args_host[static_cast<std::size_t>(v.ptr_slot)] =
+          reinterpret_cast<std::int64_t>(pointer(inst, static_cast<int>(i)));
+  }
+  for (std::size_t k = 0; k < plan.steps.size(); ++k) {
+    const Step& st = plan.steps[k];
+    if (st.kind != StepKind::Gemm) continue;
+    const StepRt& sr = inst.steps[k];
+    auto scaled = [&](double c, int scale) {
+      return scale >= 0 ? c * host[static_cast<std::size_t>(scale)].item<double>() : c;
+    };
+    auto put = [&](int slot, double x) {
+      std::int64_t bits = 0;
+      if (dtype(st.out) == Dtype::Float32) {
+        float f = static_cast<float>(x);
+        std::memcpy(&bits, &f, sizeof f);
+      } else {
+        std::memcpy(&bits, &x, sizeof x);
+      }
+      args_host[static_cast<std::size_t>(slot)] = bits;
+    };
+    if (st.alpha_slot >= 0) put(st.alpha_slot, scaled(st.alpha, st.alpha_scale));
+    if (st.beta_slot >= 0) put(st.beta_slot, st.gemm_c >= 0 ? scaled(st.beta, st.beta_scale) : 0.0);
+    if (st.indirect) {
+      args_host[static_cast<std::size_t>(st.ptr_slots)] = reinterpret_cast<std::int64_t>(pointer(inst, st.gemm_a));
+      args_host[static_cast<std::size_t>(st.ptr_slots + 1)] = reinterpret_cast<std::int64_t>(pointer(inst, st.gemm_b));
+      args_host[static_cast<std::size_t>(st.ptr_slots + 2)] = reinterpret_cast<std::int64_t>(sr.c.ptr);
+    }
+  }
+}
+
+void CudaProgram::Impl::prepare_mirrors() {
+  mirrors.assign(plan.values.size(), nullptr);
+  for (std::size_t i = 0; i < plan.values.size(); ++i) {
+    const Value& v = plan.values[i];
+    if (v.place != Place::Shared) continue;
+    SharedState& s = *v.node->shared;
+    auto* m = dynamic_cast<CudaMirror*>(s.mirror.get());
+    if (!m || &m->runtime() != &rt) {
+      // Another backend (or runtime) holds the newest value: bring it home first.
+      if (!s.host_valid && s.mirror) {
+        s.mirror->download(s.value);
+        s.host_valid = true;
+      }
+      auto fresh = std::make_shared<CudaMirror>(rt, static_cast<std::size_t>(s.value.numel()) *
+                                                        dtype_size(s.value.dtype()));
+      m = fresh.get();
+      s.mirror = fresh;
+    }
+    if (!m->device_valid()) {
+      if (!s.host_valid) throw Error("cuda: shared variable " + v.node->describe() +
+                                     " has no valid copy anywhere");
+      std::size_t n = static_cast<std::size_t>(s.value.numel()) * dtype_size(s.value.dtype());
+      if (n) rt.memcpy_h2d(m->data(), s.value.contiguous().raw_data(), n, stream);
+      m->set_device_valid();
+    }
+    if (m->last_event && m->last_stream != stream) rt.wait_event(stream, m->last_event);
+    mirrors[i] = m;
+  }
+}
+
+void CudaProgram::Impl::run_host_op(Instance& inst, const Step& st) {
+  rt.synchronize(stream);
+  const Node& n = *st.node;
+  std::vector<Tensor> ins;
+  for (const NodePtr& in : n.inputs) {
+    int j = plan.index.at(in.get());
+    if (host[static_cast<std::size_t>(j)].defined()) {
+      ins.push_back(host[static_cast<std::size_t>(j)]);
+      continue;
+    }
+    // Download the whole root storage, then view into it as the device does.
+    const View& vw = views[static_cast<std::size_t>(j)];
+    int root = vw.root;
+    std::size_t root_bytes = nbytes(root);
+    if (val(root).place == Place::Shared) {
+      const Tensor& sv = val(root).node->shared->value;
+      root_bytes = static_cast<std::size_t>(sv.numel()) * dtype_size(sv.dtype());
+    }
+    auto storage = std::make_shared<Storage>(std::max<std::size_t>(root_bytes, 1));
+    if (root_bytes) rt.memcpy_d2h(storage->data(), root_pointer(inst, root), root_bytes, stream);
+    rt.synchronize(stream);
+    ins.emplace_back(storage, vw.offset, shapes[static_cast<std::size_t>(j)], vw.strides, dtype(j));
+  }
+  Tensor out;
+  try {
+    out = n.op->perform(ins);
+  } catch (const Error& e) {
+    std::vector<Shape> s;
+    for (const Tensor& t : ins) s.push_back(t.shape());
+    rethrow_at(n, e, s);
+  }
+  Tensor c = out.contiguous();
+  std::size_t bytes = static_cast<std::size_t>(c.numel()) * dtype_size(c.dtype());
+  if (c.dtype() != dtype(st.out) || c.shape() != shapes[static_cast<std::size_t>(st.out)])
+    throw Error("[" + n.op->str() + "] at " + n.site.str() + ": produced " + c.describe() +
+                " but the cuda backend expected " + shape_str(shapes[static_cast<std::size_t>(st.out)]));
+  if (bytes) rt.memcpy_h2d(pointer(inst, st.out), c.raw_data(), bytes, stream);
+}
+
+void CudaProgram::Impl::enqueue(Instance& inst) {
+  const std::int64_t* args = static_cast<const std::int64_t*>(args_dev.get());
+  for (std::size_t k = 0; k < plan.steps.size(); ++k) {
+    const Step& st = plan.steps[k];
+    StepRt& sr = inst.steps[k];
+    switch (st.kind) {
+      case StepKind::Gemm: {
+        if (sr.skip) break;
+        const Dtype d = dtype(st.out);
+        if (sr.copy_c)
+          rt.memcpy_d2d(sr.c.ptr, pointer(inst, st.gemm_c), nbytes(st.out), stream);
+        const void* alpha = st.alpha_value >= 0 ? static_cast<const void*>(pointer(inst, st.alpha_value))
+                                                : static_cast<const void*>(args + st.alpha_slot);
+        const void* beta = st.beta_value >= 0 ? static_cast<const void*>(pointer(inst, st.beta_value))
+                                              : static_cast<const void*>(args + st.beta_slot);
+        if (st.indirect) {
+          void* const* ptrs = reinterpret_cast<void* const*>(args + st.ptr_slots);
+          rt.gemm_indirect(d, sr.blas, alpha, ptrs, ptrs + 1, beta, ptrs + 2, stream);
+        } else {
+          rt.gemm(d, sr.blas, alpha, sr.a, sr.b, beta, sr.c, stream);
+        }
+        break;
+      }
+      case StepKind::UpdateCopy: {
+        int src = st.operands[0].value;
+        void* dst = mirrors[static_cast<std::size_t>(st.target)]->data();
+        std::size_t bytes = nbytes(st.target);
+        if (!bytes) break;
+        if (val(src).place == Place::Host) {
+          Tensor t = host[static_cast<std::size_t>(src)].astype(dtype(st.target)).contiguous();
+          rt.memcpy_h2d(dst, t.raw_data(), bytes, stream);
+        } else {
+          rt.memcpy_d2d(dst, pointer(inst, src), bytes, stream);
+        }
+        break;
+      }
+      case StepKind::HostOp: run_host_op(inst, st); break;
+      default:
+        if (sr.skip) break;
+        rt.launch(sr.kernel, sr.cfg, sr.params.data(), sr.params.size(), args, stream);
+        break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// CudaProgram
+// ---------------------------------------------------------------------------------------
+
+CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
+    : plan_(std::move(plan)), impl_(std::make_unique<Impl>(rt, plan_)) {
+  Impl& m = *impl_;
+  (void)fg;
+  m.graphs = !env_off("THEA_CUDA_GRAPHS");
+  if (!plan_.source.empty()) {
+    m.module = rt.load_module(plan_.source, "function");
+    stats_.compile_seconds = m.module->compile_seconds;
+    stats_.from_cache = m.module->from_cache;
+  }
+  m.stream = rt.create_stream();
+  m.args_dev = DeviceBuffer(&rt.allocator(), static_cast<std::size_t>(std::max(plan_.n_args, 1)) * 8);
+  m.err_dev = DeviceBuffer(&rt.allocator(), 8);
+  rt.memset_d(m.err_dev.get(), 0, 8, m.stream);
+  for (std::size_t i = 0; i < plan_.values.size(); ++i) {
+    const Value& v = plan_.values[i];
+    if (v.place == Place::Constant) {
+      Tensor c = v.node->value.contiguous();
+      std::size_t n = static_cast<std::size_t>(c.numel()) * dtype_size(c.dtype());
+      DeviceBuffer b(&rt.allocator(), std::max<std::size_t>(n, 1));
+      if (n) rt.memcpy_h2d(b.get(), c.raw_data(), n, m.stream);
+      m.constants.emplace(static_cast<int>(i), std::move(b));
+    }
+    if (v.place == Place::Shared) m.keep_alive.push_back(v.node);
+  }
+  for (const Step& st : plan_.steps) m.has_host_steps |= st.kind == StepKind::HostOp;
+  rt.synchronize(m.stream);
+}
+
+CudaProgram::~CudaProgram() {
+  Impl& m = *impl_;
+  try {
+    m.rt.synchronize(m.stream);
+  } catch (...) {
+  }
+  m.instances.clear();
+  m.args_dev.reset();
+  m.err_dev.reset();
+  m.constants.clear();
+  try {
+    // Mirrors may still point at our event; they only wait on it, so clear theirs first.
+    for (const NodePtr& n : m.keep_alive) {
+      auto* mir = dynamic_cast<CudaMirror*>(n->shared->mirror.get());
+      if (mir && mir->last_stream == m.stream) mir->last_stream = nullptr;
+    }
+    for (std::size_t k = 0; k < m.ring.size(); ++k) {
+      m.rt.event_synchronize(m.ring_events[k]);
+      m.rt.destroy_event(m.ring_events[k]);
+      m.rt.host_free(m.ring[k]);
+    }
+    m.rt.destroy_stream(m.stream);
+  } catch (...) {
+  }
+}
+
+std::size_t CudaProgram::kernel_count() const { return plan_.kernel_launches(); }
+
+std::string CudaProgram::describe() const { return plan_.describe(); }
+
+std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
+  Impl& m = *impl_;
+  Runtime& rt = m.rt;
+  stats_.calls++;
+  m.evaluate_host_and_shapes(inputs);
+  m.prepare_mirrors();
+  m.resolve_views();
+  std::vector<std::int64_t> sig = m.signature();
+  auto it = m.instances.find(sig);
+  if (it != m.instances.end()) {
+    // Stale when a shared variable's device buffer was replaced since it was built.
+    std::vector<void*> now;
+    for (CudaMirror* mir : m.mirrors)
+      if (mir) now.push_back(mir->data());
+    if (now != it->second->mirror_ptrs) {
+      rt.synchronize(m.stream);
+      m.instances.erase(it);
+      it = m.instances.end();
+    }
+  }
+  if (it == m.instances.end()) {
+    it = m.instances.emplace(sig, m.build_instance()).first;
+    stats_.instances++;
+  }
+  Instance& inst = *it->second;
+
+  m.fill_args(inst);
+  if (!m.args_valid || m.args_host != m.args_uploaded) {
+    const std::size_t bytes = m.args_host.size() * 8;
+    if (m.ring.empty()) {
+      for (int k = 0; k < 8; ++k) {
+        m.ring.push_back(rt.host_alloc(bytes));
+        m.ring_events.push_back(rt.create_event());
+        rt.record_event(m.ring_events.back(), m.stream);
+      }
+    }
+    const std::size_t k = m.ring_next++ % m.ring.size();
+    rt.event_synchronize(m.ring_events[k]);  // the copy that last read this block is done
+    std::memcpy(m.ring[k], m.args_host.data(), bytes);
+    rt.memcpy_h2d(m.args_dev.get(), m.ring[k], bytes, m.stream);
+    rt.record_event(m.ring_events[k], m.stream);
+    m.args_uploaded = m.args_host;
+    m.args_valid = true;
+  }
+  for (std::size_t k = 0; k < m.plan.inputs.size(); ++k) {
+    int v = m.plan.inputs[k];
+    if (v < 0 || m.val(v).place != Place::Input) continue;
+    Tensor t = inputs[k].contiguous();
+    std::size_t n = m.nbytes(v);
+    if (n) rt.memcpy_h2d(inst.buffers.at(v).get(), t.raw_data(), n, m.stream);
+  }
+
+  const bool capture = m.graphs && inst.capturable && !m.has_host_steps;
+  if (inst.graph) {
+    inst.graph->launch(m.stream);
+    stats_.graph_launches++;
+  } else if (capture && inst.calls >= 1) {
+    // Capture on the second call: the first ran eagerly and proved every step works.
+    std::unique_ptr<Graph> g;
+    try {
+      rt.begin_capture(m.stream);
+      try {
+        m.enqueue(inst);
+      } catch (...) {
+        rt.end_capture(m.stream);
+        throw;
+      }
+      g = rt.end_capture(m.stream);
+    } catch (const BackendError&) {
+      g.reset();
+    }
+    if (g) {
+      inst.graph = std::move(g);
+      inst.graph->launch(m.stream);
+      stats_.graph_launches++;
+    } else {
+      inst.capturable = false;
+      m.enqueue(inst);
+      stats_.eager_calls++;
+    }
+  } else {
+    m.enqueue(inst);
+    stats_.eager_calls++;
+  }
+  inst.calls++;
+
+  // Later users of these shared variables on other streams wait for this call.
+  for (CudaMirror* mir : m.mirrors) {
+    if (!mir) continue;
+    if (!mir->last_event) mir->last_event = rt.create_event();
+    rt.record_event(mir->last_event, m.stream);
+    mir->last_stream = m.stream;
+  }
+  // Updated shared variables now live on the device only.
+  for (const auto& [s, v] : m.plan.updates) {
+    SharedState& st = *m.val(s).node->shared;
+    st.host_valid = false;
+    st.version++;
+    m.mirrors[static_cast<std::size_t>(s)]->set_device_valid();
+  }
+
+  // Outputs (contiguous by construction) come back to fresh host tensors.
+  std::vector<Tensor> results;
+  for (int o : m.plan.outputs) {
+    const Value& ov = m.val(o);
+    if (ov.place == Place::Host) {
+      results.push_back(m.host[static_cast<std::size_t>(o)].clone());
+      continue;
+    }
+    Tensor t = Tensor::empty(m.shapes[static_cast<std::size_t>(o)], m.dtype(o));
+    std::size_t n = m.nbytes(o);
+    if (n) rt.memcpy_d2h(t.raw_data(), m.pointer(inst, o), n, m.stream);
+    results.push_back(std::move(t));
+  }
+  if (!m.plan.outputs.empty() || m.plan.any_checks) {
+    int err = 0;
+    if (m.plan.any_checks) rt.memcpy_d2h(&err, m.err_dev.get(), sizeof err, m.stream);
+    rt.synchronize(m.stream);
+    if (err) {
+      rt.memset_d(m.err_dev.get(), 0, 8, m.stream);
+      std::string who;
+      for (const Step& st : m.plan.steps)
+        if (st.checks) who += "\n  " + st.node->describe();
+      throw ValueError("cuda: a label or index is out of range (one of the class labels is "
+                       "negative or not below the number of classes), in one of:" + who);
+    }
+  }
+  return results;
+}
+
+}  // namespace thea::cuda

@@ -1,0 +1,67 @@
+// CudaProgram: runs a lowered plan on a Runtime. Per call it evaluates the host scalars,
+// resolves every value's shape, strides and offset, finds (or builds) the instance for
+// that shape signature — device buffers, kernel parameter blocks, launch configurations,
+// a captured CUDA graph — fills the per-call argument block and replays the instance.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cuda/lower.hpp"
+#include "cuda/runtime.hpp"
+#include "thea/backend.hpp"
+#include "thea/graph.hpp"
+
+namespace thea::cuda {
+
+// The device copy of a shared variable for one runtime (SharedState::mirror).
+class CudaMirror : public DeviceMirror {
+ public:
+  CudaMirror(Runtime& rt, std::size_t nbytes);
+  ~CudaMirror() override;
+  void download(Tensor& host) override;
+  void host_changed() override { device_valid_ = false; }
+
+  Runtime& runtime() const { return rt_; }
+  void* data() const { return buffer_.get(); }
+  bool device_valid() const { return device_valid_; }
+  void set_device_valid() { device_valid_ = true; }
+  // The last stream that used this buffer and an event recorded after that use.
+  Stream last_stream = nullptr;
+  Event last_event = nullptr;
+
+ private:
+  Runtime& rt_;
+  DeviceBuffer buffer_;
+  bool device_valid_ = false;
+};
+
+struct ProgramStats {
+  std::size_t calls = 0;
+  std::size_t instances = 0;      // distinct shape signatures seen
+  std::size_t graph_launches = 0;  // calls replayed as one graph
+  std::size_t eager_calls = 0;
+  double compile_seconds = 0;     // NVRTC (or cache load) for this program
+  bool from_cache = false;
+};
+
+class CudaProgram : public Program {
+ public:
+  CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan);
+  ~CudaProgram() override;
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) override;
+  std::size_t kernel_count() const override;
+  std::string describe() const override;
+
+  const Plan& plan() const { return plan_; }
+  const ProgramStats& stats() const { return stats_; }
+
+  struct Impl;
+
+ private:
+  Plan plan_;
+  ProgramStats stats_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace thea::cuda

@@ -1,0 +1,240 @@
+// gpu_bench: the Theano MNIST softmax tutorial on the CUDA backend, timed.
+//   gpu_bench --data data/mnist --epochs 100 --json out.json
+// Trains with the dataset resident on the device (Theano's givens idiom: the train function
+// takes the minibatch index and slices the shared training set on the device), prints the
+// tutorial's accuracy table, and reports ms per epoch (468 steps + the 10k test pass),
+// compile times cold (empty kernel cache) and warm, and the variants: with/without reading
+// the cost every step, with/without CUDA graphs, and the host-minibatch path of the app.
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "thea/data/mnist.hpp"
+#include "thea/thea.hpp"
+
+#if THEA_HAVE_CUDA
+#include "cuda/cuda_backend.hpp"
+#include "cuda/device.hpp"
+#endif
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+using namespace thea;
+
+namespace {
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double accuracy(const Tensor& pred, const Tensor& labels) {
+  std::int64_t ok = 0, n = labels.numel();
+  for (std::int64_t i = 0; i < n; ++i) ok += pred.at<std::int64_t>({i}) == labels.at<std::int64_t>({i});
+  return n ? static_cast<double>(ok) / static_cast<double>(n) : 0;
+}
+
+struct Model {
+  Variable w;
+  Function train;    // train(i) -> {cost} or {} (updates only)
+  Function predict;  // predict(teX) -> labels
+  double compile_s = 0;
+};
+
+// The tutorial's graph with the training set shared and sliced on the device by index.
+Model build(const std::string& backend, const Variable& trX, const Variable& trY,
+            std::int64_t bs, bool read_cost, std::uint64_t seed) {
+  auto t0 = Clock::now();
+  Variable X = fmatrix("X"), Y = fmatrix("Y");
+  Variable w = shared(random_normal({784, 10}, 0.0, 0.01, seed), "w");
+  Variable py_x = nnet::softmax(dot(X, w));
+  Variable y_pred = argmax(py_x, 1);
+  Variable cost = mean(nnet::categorical_crossentropy(py_x, Y));
+  Variable g = grad(cost, w);
+  Variable i = lscalar("i");
+  FunctionOptions opts;
+  opts.backend = backend;
+  opts.name = read_cost ? "train" : "train_updates_only";
+  Givens givens = {{X, subtensor(trX, {Slice(i * bs, (i + 1) * bs)})},
+                   {Y, subtensor(trY, {Slice(i * bs, (i + 1) * bs)})}};
+  std::vector<Variable> outs;
+  if (read_cost) outs.push_back(cost);
+  Function train = function({i}, outs, {{w, w - g * 0.05}}, givens, opts);
+  opts.name = "predict";
+  Function predict = function({X}, {y_pred}, {}, opts);
+  return {w, train, predict, since(t0)};
+}
+
+struct RunResult {
+  std::vector<double> epoch_ms;
+  std::vector<double> acc;
+};
+
+RunResult run(Model& m, const Tensor& teX, const Tensor& te_labels, std::int64_t steps,
+              int epochs, bool print_table) {
+  RunResult r;
+  std::vector<Tensor> idx;
+  for (std::int64_t s = 0; s < steps; ++s) idx.push_back(Tensor::scalar(static_cast<double>(s), Dtype::Int64));
+  for (int e = 0; e < epochs; ++e) {
+    auto t0 = Clock::now();
+    for (std::int64_t s = 0; s < steps; ++s) m.train({idx[static_cast<std::size_t>(s)]});
+    Tensor pred = m.predict({teX})[0];
+    r.epoch_ms.push_back(since(t0) * 1e3);
+    r.acc.push_back(accuracy(pred, te_labels));
+    if (print_table) fmt::print("{:03d} {:.4f}\n", e, r.acc.back());
+  }
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"thea CUDA benchmark: the MNIST softmax tutorial with the dataset on the GPU"};
+  std::string data = "data/mnist", json_path, backend = "cuda";
+  int epochs = 100, variant_epochs = 5;
+  std::int64_t bs = 128, ntrain = -1, ntest = -1;
+  app.add_option("--data", data, "MNIST directory (raw or .gz files)");
+  app.add_option("--epochs", epochs, "epochs of the main run (the tutorial: 100)");
+  app.add_option("--variant-epochs", variant_epochs, "epochs for each variant run");
+  app.add_option("--backend", backend, "backend to time (cuda, or cuda_emu/cpu for a dry run)");
+  app.add_option("--json", json_path, "write the results as JSON here");
+  app.add_option("--ntrain", ntrain, "training examples (-1: all; small for dry runs)");
+  app.add_option("--ntest", ntest, "test examples (-1: all)");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    std::string cache = fs::temp_directory_path() / ("thea-gpu-bench-cache-" + std::to_string(::getpid()));
+    fs::remove_all(cache);
+    setenv("THEA_CACHE_DIR", cache.c_str(), 1);
+#if THEA_HAVE_CUDA
+    std::string device = backend == "cuda" ? cuda::device().name : backend;
+#else
+    std::string device = backend;
+#endif
+    auto t_load = Clock::now();
+#if THEA_HAVE_CUDA
+    if (backend == "cuda_emu") register_backend("cuda_emu", &make_cuda_emu_backend);
+#endif
+    data::Mnist d = data::load_mnist(data, ntrain, ntest);
+    const double load_s = since(t_load);
+    // The tutorial's zip(range(0, n, bs), range(bs, n, bs)): full batches only (468).
+    const std::int64_t n_steps = (d.trX.shape()[0] - 1) / bs;
+    Variable trX = shared(d.trX, "trX"), trY = shared(d.trY, "trY");
+
+    // Cold compile: empty kernel cache. Warm: the same graphs again (disk cache hits).
+    Model m = build(backend, trX, trY, bs, true, 42);
+    const double cold_s = m.compile_s;
+    Model warm = build(backend, trX, trY, bs, true, 42);
+    const double warm_s = warm.compile_s;
+    fmt::print("device: {}\nbackend: {}\nload: {:.3f} s\ncompile train+predict: cold {:.3f} s, "
+               "warm {:.4f} s\nsteps per epoch: {} (batch {})\n",
+               device, backend, load_s, cold_s, warm_s, n_steps, bs);
+    fmt::print("train schedule ({} kernels):\n{}", m.train.kernel_count(), m.train.debugprint());
+
+    // The main run: the tutorial, 100 epochs, cost read every step as the tutorial does.
+    auto t_main = Clock::now();
+    RunResult main = run(m, d.teX, d.te_labels, n_steps, epochs, true);
+    const double main_s = since(t_main);
+    std::vector<double> steady(main.epoch_ms.begin() + std::min<std::size_t>(1, main.epoch_ms.size()),
+                               main.epoch_ms.end());
+    fmt::print("ms/epoch: first {:.3f}, median {:.3f}, mean {:.3f} (total {:.2f} s)\n",
+               main.epoch_ms.empty() ? 0 : main.epoch_ms[0], median(steady),
+               steady.empty() ? 0 : std::accumulate(steady.begin(), steady.end(), 0.0) / steady.size(),
+               main_s);
+
+    // Variants, a few epochs each.
+    struct Variant {
+      std::string name;
+      double ms = 0;
+      double acc = 0;
+    };
+    std::vector<Variant> variants;
+    auto add_variant = [&](const std::string& name, Model& vm) {
+      run(vm, d.teX, d.te_labels, n_steps, 1, false);  // warm-up (graph capture)
+      RunResult r = run(vm, d.teX, d.te_labels, n_steps, variant_epochs, false);
+      variants.push_back({name, median(r.epoch_ms), r.acc.back()});
+      fmt::print("variant {:<28} {:8.3f} ms/epoch  acc {:.4f}\n", name, variants.back().ms,
+                 variants.back().acc);
+    };
+    {
+      Model u = build(backend, trX, trY, bs, false, 42);
+      add_variant("updates_only (no cost read)", u);
+    }
+    {
+      setenv("THEA_CUDA_GRAPHS", "0", 1);
+      Model ng = build(backend, trX, trY, bs, true, 42);
+      add_variant("no_cuda_graphs", ng);
+      unsetenv("THEA_CUDA_GRAPHS");
+    }
+    {
+      setenv("THEA_CUDA_CUDNN", "1", 1);
+      Model dn = build(backend, trX, trY, bs, true, 42);
+      add_variant("cudnn_softmax_requested", dn);
+      unsetenv("THEA_CUDA_CUDNN");
+    }
+    {
+      // The app's path: host minibatches uploaded every step.
+      Variable X = fmatrix("X"), Y = fmatrix("Y");
+      Variable w = shared(random_normal({784, 10}, 0.0, 0.01, 42), "w");
+      Variable py_x = nnet::softmax(dot(X, w));
+      Variable cost = mean(nnet::categorical_crossentropy(py_x, Y));
+      FunctionOptions o;
+      o.backend = backend;
+      Function train = function({X, Y}, {cost}, {{w, w - grad(cost, w) * 0.05}}, o);
+      Function predict = function({X}, {argmax(py_x, 1)}, {}, o);
+      std::vector<Tensor> xs, ys;
+      for (std::int64_t s = 0; s < n_steps; ++s) {
+        xs.push_back(d.trX.slice(0, s * bs, (s + 1) * bs));
+        ys.push_back(d.trY.slice(0, s * bs, (s + 1) * bs));
+      }
+      std::vector<double> ms;
+      double acc = 0;
+      for (int e = 0; e < variant_epochs + 1; ++e) {
+        auto t0 = Clock::now();
+        for (std::int64_t s = 0; s < n_steps; ++s) train({xs[static_cast<std::size_t>(s)], ys[static_cast<std::size_t>(s)]});
+        acc = accuracy(predict({d.teX})[0], d.te_labels);
+        if (e > 0) ms.push_back(since(t0) * 1e3);
+      }
+      variants.push_back({"host_minibatches (app path)", median(ms), acc});
+      fmt::print("variant {:<28} {:8.3f} ms/epoch  acc {:.4f}\n", variants.back().name,
+                 variants.back().ms, acc);
+    }
+
+    if (!json_path.empty()) {
+      std::ofstream j(json_path);
+      j << "{\n  \"device\": \"" << device << "\",\n  \"backend\": \"" << backend << "\",\n"
+        << "  \"epochs\": " << epochs << ",\n  \"steps_per_epoch\": " << n_steps << ",\n"
+        << "  \"compile_cold_s\": " << cold_s << ",\n  \"compile_warm_s\": " << warm_s << ",\n"
+        << "  \"ms_per_epoch_first\": " << (main.epoch_ms.empty() ? 0 : main.epoch_ms[0]) << ",\n"
+        << "  \"ms_per_epoch_median\": " << median(steady) << ",\n"
+        << "  \"total_s\": " << main_s << ",\n"
+        << "  \"final_accuracy\": " << (main.acc.empty() ? 0 : main.acc.back()) << ",\n"
+        << "  \"accuracy\": [";
+      for (std::size_t k = 0; k < main.acc.size(); ++k) j << (k ? ", " : "") << main.acc[k];
+      j << "],\n  \"variants\": {";
+      for (std::size_t k = 0; k < variants.size(); ++k)
+        j << (k ? ", " : "") << "\n    \"" << variants[k].name << "\": {\"ms_per_epoch\": "
+          << variants[k].ms << ", \"accuracy\": " << variants[k].acc << "}";
+      j << "\n  }\n}\n";
+    }
+    fs::remove_all(cache);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "gpu_bench: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

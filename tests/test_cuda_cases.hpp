@@ -1,0 +1,454 @@
+// Test cases shared by the CUDA suites: every op x dtype in a few functions, compared
+// between the reference backend and a CUDA backend (the emulator in CI, the GPU in
+// scripts/gpu-check), and a seeded random-graph generator.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "thea/ops/fused.hpp"
+#include "thea/ops/ops.hpp"
+#include "thea/thea.hpp"
+
+namespace thea::cuda_tests {
+
+inline const std::vector<Dtype> kDtypes = {Dtype::Bool,  Dtype::UInt8,   Dtype::Int32,
+                                    Dtype::Int64, Dtype::Float32, Dtype::Float64};
+
+// A value of `dtype` safe for every op: positive (log, sqrt), small (pow, prod).
+inline Tensor sample(const Shape& shape, Dtype dtype, std::uint64_t seed) {
+  Tensor t = Tensor::random_uniform(shape, 0.5, 2.5, seed, Dtype::Float64);
+  if (dtype == Dtype::Bool) {
+    Tensor b = Tensor::empty(shape, Dtype::Bool);
+    auto v = t.to_vector();
+    for (std::size_t i = 0; i < v.size(); ++i)
+      b.data<bool>()[i] = static_cast<int>(v[i] * 10) % 2 == 0;
+    return b;
+  }
+  if (is_integer(dtype)) {
+    // 0.5..2.5 floored: 0, 1 and 2 (small enough for pow and prod).
+    Tensor f = Tensor::empty(shape, Dtype::Float64);
+    auto v = t.to_vector();
+    for (std::size_t i = 0; i < v.size(); ++i) f.data<double>()[i] = std::floor(v[i]);
+    return f.astype(dtype);
+  }
+  return t.astype(dtype);
+}
+
+struct Case {
+  std::vector<Variable> inputs;
+  std::vector<Variable> outputs;
+  std::vector<Tensor> args;
+};
+
+// Adds `make()` to the outputs unless building it is a type error (e.g. neg of bool).
+inline void try_add(std::vector<Variable>& outs, const std::function<Variable()>& make) {
+  try {
+    outs.push_back(make());
+  } catch (const TypeError&) {
+  } catch (const ValueError&) {
+  }
+}
+
+// Every elementwise op and reduction over one dtype, in one function.
+inline Case elementwise_case(Dtype d) {
+  Case c;
+  Variable x = tensor(d, 2, "x"), y = tensor(d, 2, "y"), z = tensor(d, 2, "z");
+  Variable row = tensor(d, Shape{1, -1}, "row");
+  Variable b = tensor(Dtype::Bool, 2, "b");
+  c.inputs = {x, y, z, row, b};
+  auto& o = c.outputs;
+  try_add(o, [&] { return neg(x); });
+  try_add(o, [&] { return abs(x); });
+  try_add(o, [&] { return sgn(x); });
+  try_add(o, [&] { return exp(x); });
+  try_add(o, [&] { return log(x); });
+  try_add(o, [&] { return log1p(x); });
+  try_add(o, [&] { return sqrt(x); });
+  try_add(o, [&] { return sqr(x); });
+  try_add(o, [&] { return inv(x); });
+  try_add(o, [&] { return tanh(x); });
+  try_add(o, [&] { return sigmoid(x); });
+  try_add(o, [&] { return softplus(x); });
+  try_add(o, [&] { return logical_not(x); });
+  for (Dtype to : kDtypes) try_add(o, [&] { return cast(x, to); });
+  try_add(o, [&] { return add(x, y); });
+  try_add(o, [&] { return sub(x, row); });
+  try_add(o, [&] { return mul(x, y); });
+  try_add(o, [&] { return true_div(x, y); });
+  try_add(o, [&] { return pow(x, y); });
+  try_add(o, [&] { return maximum(x, row); });
+  try_add(o, [&] { return minimum(x, y); });
+  try_add(o, [&] { return lt(x, y); });
+  try_add(o, [&] { return le(x, y); });
+  try_add(o, [&] { return gt(x, y); });
+  try_add(o, [&] { return ge(x, y); });
+  try_add(o, [&] { return eq(x, y); });
+  try_add(o, [&] { return neq(x, y); });
+  try_add(o, [&] { return logical_and(x, y); });
+  try_add(o, [&] { return logical_or(x, y); });
+  try_add(o, [&] { return fill(x, y); });
+  try_add(o, [&] { return switch_(b, x, y); });
+  try_add(o, [&] { return clip(x, y, z); });
+  // A fused chain mixing dtypes.
+  try_add(o, [&] { return add(mul(cast(x, Dtype::Float32), 0.5), exp(cast(y, Dtype::Float64))); });
+  // Reductions of every kind, over rows, columns and everything.
+  try_add(o, [&] { return sum(x, 1); });
+  try_add(o, [&] { return sum(x, 0); });
+  try_add(o, [&] { return sum(x); });
+  try_add(o, [&] { return mean(x, 1); });
+  try_add(o, [&] { return prod(x, 0); });
+  try_add(o, [&] { return max(x, 1); });
+  try_add(o, [&] { return min(x, 0); });
+  try_add(o, [&] { return argmax(x, 1); });
+  try_add(o, [&] { return argmin(x, 0); });
+  try_add(o, [&] { return argmax(x); });
+  // Views feeding kernels: transposes and slices.
+  try_add(o, [&] { return add(x.T(), z.T()); });
+  try_add(o, [&] { return subtensor(x, {Slice(1, std::nullopt), Slice(std::nullopt, std::nullopt, 2)}); });
+  c.args = {sample({4, 6}, d, 1), sample({4, 6}, d, 2), sample({4, 6}, d, 3), sample({1, 6}, d, 4),
+            sample({4, 6}, Dtype::Bool, 5)};
+  return c;
+}
+
+inline Case float_case(Dtype d) {
+  Case c;
+  Variable x = tensor(d, 2, "x"), w = tensor(d, 2, "w"), v = tensor(d, 1, "v");
+  Variable labels = tensor(Dtype::Int32, 1, "labels");
+  c.inputs = {x, w, v, labels};
+  Variable p = nnet::softmax(x);
+  c.outputs = {p,
+               nnet::log_softmax(x * 2.0),
+               nnet::softmax(v),
+               nnet::categorical_crossentropy(p, labels),
+               Variable(make_apply(std::make_shared<CrossentropyCategorical1HotGrad>(),
+                                   {sum(x, 1).node(), p.node(), labels.node()},
+                                   std::source_location::current())),
+               one_hot(labels, 6, d),
+               dot(x, w),
+               dot(x.T(), x),
+               dot(v, w),
+               dot(x, v),
+               dot(v, v),
+               reshape(x.T(), {-1}),
+               dimshuffle(v, {-1, 0}) * x,
+               // The fused ops the stabilize/specialize rewrites produce.
+               nnet::crossentropy_softmax(x, labels),
+               nnet::crossentropy_softmax(x, p),
+               nnet::crossentropy_softmax(v, nnet::softmax(v)),
+               softmax_grad(x * 0.5, p),
+               softmax_grad(v, nnet::softmax(v)),
+               crossentropy_softmax_1hot_dx(sum(x, 1), p, labels),
+               gemm(0.5, x, w),
+               gemm(dot(x.T(), x), -2.0, x, x, 0.25, true, false),
+               gemm(dot(w.T(), x.T()), 1.0, w, x, -1.0, true, true)};
+  c.args = {sample({4, 6}, d, 11), sample({6, 5}, d, 12), sample({6}, d, 13),
+            Tensor::from_vector<std::int32_t>({0, 5, 2, 3})};
+  return c;
+}
+
+inline Case int_dot_case() {
+  Case c;
+  Variable a = imatrix("a"), b = lmatrix("b"), v = ivector("v");
+  c.inputs = {a, b, v};
+  c.outputs = {dot(a, b), dot(v, a), dot(a.T(), v)};
+  c.args = {sample({3, 4}, Dtype::Int32, 21), sample({4, 2}, Dtype::Int64, 22),
+            sample({3}, Dtype::Int32, 23)};
+  return c;
+}
+
+// allclose that also accepts matching NaNs and infinities (integer division by zero).
+inline bool same_values(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  if (a.shape() != b.shape()) return false;
+  auto x = a.to_vector(), y = b.to_vector();
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) || std::isnan(y[i])) {
+      if (!(std::isnan(x[i]) && std::isnan(y[i]))) return false;
+      continue;
+    }
+    if (std::isinf(x[i]) || std::isinf(y[i])) {
+      if (x[i] != y[i]) return false;
+      continue;
+    }
+    if (std::abs(x[i] - y[i]) > atol + rtol * std::abs(y[i])) return false;
+  }
+  return true;
+}
+
+inline void compare_backends(const Case& c, const std::string& backend, double rtol, double atol) {
+  FunctionOptions ro, eo;
+  ro.backend = "reference";
+  eo.backend = backend;
+  Function ref = function(c.inputs, c.outputs, {}, ro);
+  Function emu = function(c.inputs, c.outputs, {}, eo);
+  auto want = ref(c.args);
+  auto got = emu(c.args);
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    CAPTURE(i);
+    CAPTURE(c.outputs[i].describe());
+    CHECK(got[i].dtype() == want[i].dtype());
+    REQUIRE(got[i].shape() == want[i].shape());
+    if (!same_values(got[i], want[i], rtol, atol)) {
+      INFO("got  " << got[i].to_string());
+      INFO("want " << want[i].to_string());
+      CHECK(false);
+    }
+  }
+}
+
+
+// ---- random graphs -----------------------------------------------------------------
+
+struct RandomGraph {
+  std::vector<Variable> inputs, outputs;
+  std::vector<Tensor> args;
+  std::uint64_t seed = 0;
+};
+
+// A seeded random graph over small matrices: elementwise chains with broadcasting,
+// reductions (any axis, keepdims), argmax, softmax/log_softmax, cross-entropy, dot,
+// transposes, strided slices, casts, and the gradient of a scalar of the result. Runtime
+// sizes are >= 2 wherever the static type is not 1, so broadcasting is always legal.
+inline RandomGraph random_graph(std::uint64_t seed) {
+  RandomGraph g;
+  g.seed = seed;
+  std::mt19937_64 rng(seed);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
+  const std::int64_t R = 2 + pick(5), C = 2 + pick(6);
+  const Dtype fdt = pick(4) == 0 ? Dtype::Float64 : Dtype::Float32;
+  struct Entry {
+    Variable v;
+    Shape rt;  // runtime shape
+  };
+  std::vector<Entry> pool;
+  auto input = [&](Shape stat, Shape rt, Dtype d) {
+    Variable v = tensor(d, stat, "in" + std::to_string(g.inputs.size()));
+    Tensor t = d == Dtype::Int32
+                   ? Tensor::random_uniform(rt, -3, 3, rng(), Dtype::Float64).astype(Dtype::Int32)
+                   : Tensor::random_uniform(rt, -2, 2, rng(), d);
+    g.inputs.push_back(v);
+    g.args.push_back(t);
+    pool.push_back({v, rt});
+  };
+  input({-1, -1}, {R, C}, fdt);
+  input({-1, -1}, {R, C}, fdt);
+  if (pick(2)) input({1, -1}, {1, C}, fdt);
+  if (pick(2)) input({-1, 1}, {R, 1}, fdt);
+  if (pick(3) == 0) input({-1}, {C}, fdt);
+  if (pick(3) == 0) input({-1, -1}, {R, C}, Dtype::Int32);
+  if (pick(3) == 0) input({}, {}, fdt);
+  auto is_mat = [](const Entry& e) { return e.rt.size() == 2 && e.rt[0] > 1 && e.rt[1] > 1; };
+  auto any = [&]() -> Entry& { return pool[static_cast<std::size_t>(pick(static_cast<int>(pool.size())))]; };
+  auto any_float = [&]() -> Entry {
+    Entry e = any();
+    if (!is_float(e.v.dtype())) e.v = cast(e.v, fdt);
+    return e;
+  };
+  auto mat = [&]() -> Entry {
+    for (int tries = 0; tries < 20; ++tries) {
+      Entry& e = any();
+      if (is_mat(e)) return is_float(e.v.dtype()) ? e : Entry{cast(e.v, fdt), e.rt};
+    }
+    return pool[0];
+  };
+  auto bshape = [](const Shape& a, const Shape& b) -> std::optional<Shape> {
+    std::size_t n = std::max(a.size(), b.size());
+    Shape out(n, 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::int64_t x = i + a.size() >= n ? a[i + a.size() - n] : 1;
+      std::int64_t y = i + b.size() >= n ? b[i + b.size() - n] : 1;
+      if (x != y && x != 1 && y != 1) return std::nullopt;
+      out[i] = std::max(x, y);
+    }
+    return out;
+  };
+  const int n_ops = 4 + pick(6);
+  for (int k = 0; k < n_ops; ++k) {
+    Entry a = any_float(), b = any_float();
+    auto bs = bshape(a.rt, b.rt);
+    try {
+      switch (pick(16)) {
+        case 0: pool.push_back({tanh(a.v) * 2.0 + sigmoid(a.v), a.rt}); break;
+        case 1: pool.push_back({log(abs(a.v) + 1.0) - sqrt(abs(a.v)), a.rt}); break;
+        case 2: pool.push_back({exp(tanh(a.v)) * sqr(a.v) - softplus(a.v), a.rt}); break;
+        case 3:
+          if (bs) pool.push_back({a.v * b.v + (a.v - b.v), *bs});
+          break;
+        case 4:
+          if (bs) pool.push_back({true_div(a.v, abs(b.v) + 1.0), *bs});
+          break;
+        case 5:
+          if (bs) pool.push_back({maximum(a.v, b.v) - minimum(a.v, -b.v), *bs});
+          break;
+        case 6:
+          if (bs) pool.push_back({switch_(gt(a.v, b.v), a.v, b.v * 0.5), *bs});
+          break;
+        case 7: {
+          if (a.rt.empty()) break;
+          int axis = pick(static_cast<int>(a.rt.size()) + 1) - 1;  // -1: all axes
+          bool keep = pick(2);
+          Variable r;
+          Shape rs;
+          switch (pick(4)) {
+            case 0: r = axis < 0 ? sum(a.v) : sum(a.v, axis, keep); break;
+            case 1: r = axis < 0 ? mean(a.v) : mean(a.v, axis, keep); break;
+            case 2: r = axis < 0 ? max(a.v) : max(a.v, axis, keep); break;
+            default: r = axis < 0 ? min(a.v) : min(a.v, axis, keep); break;
+          }
+          for (int d = 0; d < static_cast<int>(a.rt.size()); ++d)
+            if (axis >= 0 && d != axis) rs.push_back(a.rt[static_cast<std::size_t>(d)]);
+            else if (axis >= 0 && keep) rs.push_back(1);
+          pool.push_back({r, rs});
+          break;
+        }
+        case 8: {
+          Entry m = mat();
+          pool.push_back({pick(2) ? nnet::softmax(m.v) : nnet::log_softmax(m.v), m.rt});
+          break;
+        }
+        case 9: {
+          Entry m = mat(), n = mat();
+          if (m.rt == n.rt)
+            pool.push_back({nnet::categorical_crossentropy(nnet::softmax(m.v), nnet::softmax(n.v)),
+                            {m.rt[0]}});
+          break;
+        }
+        case 10: {
+          Entry m = mat();
+          pool.push_back({dot(m.v, m.v.T()), {m.rt[0], m.rt[0]}});
+          break;
+        }
+        case 11: {
+          Entry m = mat();
+          pool.push_back({m.v.T(), {m.rt[1], m.rt[0]}});
+          break;
+        }
+        case 12: {
+          Entry m = mat();
+          if (m.rt[0] >= 4)
+            pool.push_back({subtensor(m.v, {Slice(Variable(1), std::nullopt, Variable(2))}),
+                            {(m.rt[0] - 1 + 1) / 2, m.rt[1]}});
+          break;
+        }
+        case 13: {
+          Entry m = mat();
+          pool.push_back({cast(argmax(m.v, 1), fdt) + sum(m.v, 1), {m.rt[0]}});
+          break;
+        }
+        case 14: {
+          Dtype other = a.v.dtype() == Dtype::Float32 ? Dtype::Float64 : Dtype::Float32;
+          pool.push_back({cast(cast(a.v, other) * 1.5, a.v.dtype()), a.rt});
+          break;
+        }
+        default: {
+          Entry m = mat();
+          Variable w = m.v;
+          pool.push_back({dot(nnet::softmax(w), w.T()) * 0.5, {m.rt[0], m.rt[0]}});
+          break;
+        }
+      }
+    } catch (const Error&) {
+      // An invalid combination for this op (a static shape clash): draw again.
+    }
+  }
+  // Outputs: the last results, one at random, and a gradient through everything.
+  std::size_t n_in = g.inputs.size();
+  for (std::size_t k = pool.size() > n_in + 2 ? pool.size() - 2 : n_in; k < pool.size(); ++k)
+    g.outputs.push_back(pool[k].v);
+  if (pool.size() > n_in) g.outputs.push_back(pool[n_in + static_cast<std::size_t>(pick(static_cast<int>(pool.size() - n_in)))].v);
+  if (g.outputs.empty()) g.outputs.push_back(pool.back().v);
+  // The gradient of a scalar touching every float result w.r.t. the first input: it runs
+  // the vjps (softmax_grad, cross-entropy, dot, reductions, slices) backwards.
+  Variable cost;
+  for (std::size_t k = n_in; k < pool.size(); ++k) {
+    if (!is_float(pool[k].v.dtype())) continue;
+    Variable term = mean(sqr(pool[k].v));
+    cost = cost ? cost + term : term;
+  }
+  if (cost) {
+    try {
+      GradOptions go;
+      go.disconnected_inputs = Disconnected::Ignore;
+      g.outputs.push_back(grad(cost, g.inputs[0], go));
+      g.outputs.push_back(cost);
+    } catch (const Error&) {
+    }
+  }
+  return g;
+}
+
+// Compares `n` random graphs (seeds first..first+n) on `backend` with the reference,
+// `batch` graphs per compiled function. Returns the number of mismatching graphs.
+inline int fuzz_backend(const std::string& backend, std::uint64_t first, int n, int batch) {
+  int bad = 0;
+  for (int start = 0; start < n; start += batch) {
+    std::vector<RandomGraph> gs;
+    Case c;
+    std::vector<std::pair<std::size_t, std::size_t>> owner;  // output -> (graph, index)
+    for (int k = start; k < std::min(n, start + batch); ++k) {
+      gs.push_back(random_graph(first + static_cast<std::uint64_t>(k)));
+      const RandomGraph& rg = gs.back();
+      for (std::size_t i = 0; i < rg.inputs.size(); ++i) {
+        c.inputs.push_back(rg.inputs[i]);
+        c.args.push_back(rg.args[i]);
+      }
+      for (std::size_t i = 0; i < rg.outputs.size(); ++i) {
+        c.outputs.push_back(rg.outputs[i]);
+        owner.emplace_back(gs.size() - 1, i);
+      }
+    }
+    FunctionOptions ro, eo;
+    ro.backend = "reference";
+    eo.backend = backend;
+    std::vector<Tensor> want;
+    try {
+      want = function(c.inputs, c.outputs, {}, ro)(c.args);
+    } catch (const Error& e) {
+      MESSAGE("reference rejected batch at seed " << first + static_cast<std::uint64_t>(start) << ": " << e.what());
+      continue;
+    }
+    std::vector<Tensor> got;
+    try {
+      Function f = function(c.inputs, c.outputs, {}, eo);
+      got = f(c.args);
+      auto again = f(c.args);  // the replayed (captured) path too
+      for (std::size_t i = 0; i < got.size(); ++i)
+        if (!same_values(again[i], got[i], 0, 0)) {
+          FAIL_CHECK("replay differs from the first call at output " << i << " of batch at seed "
+                         << first + static_cast<std::uint64_t>(start));
+          ++bad;
+        }
+    } catch (const Error& e) {
+      FAIL_CHECK("backend " << backend << " threw on batch at seed "
+                     << first + static_cast<std::uint64_t>(start) << ": " << e.what());
+      ++bad;
+      continue;
+    }
+    std::vector<char> graph_bad(gs.size(), 0);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      const bool f32 = want[i].dtype() == Dtype::Float32;
+      const double tol = f32 ? 2e-4 : 1e-9;
+      if (got[i].dtype() != want[i].dtype() || !same_values(got[i], want[i], tol, tol)) {
+        const RandomGraph& rg = gs[owner[i].first];
+        if (!graph_bad[owner[i].first]) {
+          FAIL_CHECK("random graph seed " << rg.seed << " output " << owner[i].second << " ("
+                         << c.outputs[i].describe() << ") differs on " << backend
+                         << "\n  got  " << got[i].to_string() << "\n  want " << want[i].to_string());
+          ++bad;
+        }
+        graph_bad[owner[i].first] = 1;
+      }
+    }
+  }
+  MESSAGE("random graphs: " << n << " graphs, " << bad << " mismatches (backend " << backend << ")");
+  return bad;
+}
+
+}  // namespace thea::cuda_tests

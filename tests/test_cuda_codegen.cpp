@@ -1,0 +1,180 @@
+// Every kind of kernel the CUDA renderer produces, for every op and dtype: compiled by
+// NVRTC to sm_90 cubin (no GPU needed) and run on the SIMT emulator against the reference
+// backend. Also structural checks of the lowering (fusion, in-place updates, kernel counts).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "test_cuda_cases.hpp"
+#include "thea/thea.hpp"
+
+#if THEA_HAVE_CUDA
+#include "cuda/codegen.hpp"
+#include "cuda/cuda_backend.hpp"
+#include "cuda/lower.hpp"
+#include "cuda/nvrtc_compiler.hpp"
+#include "thea/ops/fused.hpp"
+#include "thea/ops/ops.hpp"
+
+using namespace thea;
+using namespace thea::cuda_tests;
+
+namespace {
+
+void register_emu() {
+  static bool done = [] {
+    register_backend("cuda_emu", &make_cuda_emu_backend);
+    return true;
+  }();
+  (void)done;
+}
+
+void compile_nvrtc(const Case& c, const std::string& what) {
+  FunctionGraph fg(
+      [&] {
+        std::vector<NodePtr> n;
+        for (const Variable& v : c.inputs) n.push_back(v.node());
+        return n;
+      }(),
+      [&] {
+        std::vector<NodePtr> n;
+        for (const Variable& v : c.outputs) n.push_back(v.node());
+        return n;
+      }(),
+      {});
+  cuda::Plan plan = cuda::lower(fg);
+  REQUIRE_FALSE(plan.source.empty());
+  auto out = cuda::compile_cuda(cuda::nvrtc_source(plan.source), {90, true},
+                                cuda::default_nvrtc_options(), nullptr, what);
+  CHECK(cuda::cubin_arch(out.binary) == 90);
+  for (const cuda::Step& st : plan.steps)
+    if (!st.kernel.empty()) CHECK(out.binary.find(st.kernel) != std::string::npos);
+}
+
+void compare_emu(const Case& c, double rtol, double atol) {
+  register_emu();
+  compare_backends(c, "cuda_emu", rtol, atol);
+}
+
+}  // namespace
+
+TEST_CASE("every elementwise op and reduction compiles to sm_90 for every dtype") {
+  for (Dtype d : kDtypes) {
+    CAPTURE(dtype_name(d));
+    compile_nvrtc(elementwise_case(d), std::string("elementwise_") + dtype_name(d));
+  }
+}
+
+TEST_CASE("nnet, one_hot, dot and view kernels compile to sm_90") {
+  for (Dtype d : {Dtype::Float32, Dtype::Float64}) {
+    CAPTURE(dtype_name(d));
+    compile_nvrtc(float_case(d), std::string("nnet_") + dtype_name(d));
+  }
+  compile_nvrtc(int_dot_case(), "int_dot");
+}
+
+TEST_CASE("random graphs' kernels compile to sm_90") {
+  // NVRTC takes ~30 ms per kernel: one batch here; the GPU suite compiles hundreds.
+  for (int start = 0; start < 12; start += 12) {
+    std::vector<NodePtr> ins, outs;
+    for (int k = start; k < start + 12; ++k) {
+      RandomGraph g = random_graph(1000 + static_cast<std::uint64_t>(k));
+      for (const Variable& v : g.inputs) ins.push_back(v.node());
+      for (const Variable& v : g.outputs) outs.push_back(v.node());
+    }
+    FunctionGraph fg(ins, outs, {});
+    run_rewrites(fg);
+    cuda::Plan plan = cuda::lower(fg);
+    auto out = cuda::compile_cuda(cuda::nvrtc_source(plan.source), {90, true},
+                                  cuda::default_nvrtc_options(), nullptr, "random_graphs");
+    CHECK(cuda::cubin_arch(out.binary) == 90);
+  }
+}
+
+TEST_CASE("every elementwise op and reduction agrees with the reference on the emulator") {
+  for (Dtype d : kDtypes) {
+    CAPTURE(dtype_name(d));
+    double tol = d == Dtype::Float32 ? 1e-5 : 1e-9;
+    compare_emu(elementwise_case(d), tol, tol);
+  }
+}
+
+TEST_CASE("nnet, one_hot and dot agree with the reference on the emulator") {
+  compare_emu(float_case(Dtype::Float32), 1e-5, 1e-5);
+  compare_emu(float_case(Dtype::Float64), 1e-9, 1e-9);
+  compare_emu(int_dot_case(), 0, 0);
+}
+
+TEST_CASE("bad labels raise a ValueError after the kernel ran") {
+  register_emu();
+  Variable x = fmatrix("x");
+  Variable labels = ivector("labels");
+  FunctionOptions eo;
+  eo.backend = "cuda_emu";
+  Function f = function({x, labels}, {nnet::categorical_crossentropy(nnet::softmax(x), labels)},
+                        {}, eo);
+  Tensor xv = Tensor::random_normal({3, 4}, 0, 1, 1);
+  CHECK_NOTHROW(f({xv, Tensor::from_vector<std::int32_t>({0, 1, 3})}));
+  try {
+    f({xv, Tensor::from_vector<std::int32_t>({0, 4, 1})});
+    FAIL("expected ValueError");
+  } catch (const ValueError& e) {
+    CHECK(std::string(e.what()).find("crossentropy") != std::string::npos);
+    CHECK(std::string(e.what()).find("out of range") != std::string::npos);
+  }
+  // The error is cleared: the next good call works.
+  CHECK_NOTHROW(f({xv, Tensor::from_vector<std::int32_t>({0, 1, 3})}));
+}
+
+TEST_CASE("lowering: fusion and the in-place SGD gemm") {
+  Variable X = fmatrix("X"), Y = fmatrix("Y");
+  Variable w = shared(Tensor::random_normal({784, 10}, 0, 0.01, 1), "w");
+  Variable py = nnet::softmax(dot(X, w));
+  Variable cost = mean(nnet::categorical_crossentropy(py, Y));
+  Variable g = grad(cost, w);
+  FunctionGraph fg({X.node(), Y.node()}, {cost.node()}, {{w.node(), (w - g * 0.05f).node()}});
+  run_rewrites(fg);
+  cuda::Plan plan = cuda::lower(fg);
+  INFO(plan.describe());
+  INFO(debugprint(fg.roots()));
+  // The update is one cuBLAS call writing straight into w's buffer.
+  int inplace = 0, gemms = 0;
+  for (const cuda::Step& st : plan.steps) {
+    if (st.kind == cuda::StepKind::Gemm) ++gemms;
+    if (st.kind == cuda::StepKind::Gemm && st.target >= 0) {
+      ++inplace;
+      CHECK(st.gemm_c == st.target);
+    }
+    CHECK(st.kind != cuda::StepKind::HostOp);
+    CHECK(st.kind != cuda::StepKind::UpdateCopy);
+  }
+  CHECK(gemms == 2);
+  CHECK(inplace == 1);
+  // Elementwise producers are fused: no kernel computes just log or exp.
+  for (const cuda::Step& st : plan.steps)
+    if (st.kind == cuda::StepKind::Map) CHECK(st.node->op->name() != "log");
+}
+
+TEST_CASE("lowering: a pure elementwise expression is one kernel") {
+  Variable x = fmatrix("x"), y = fmatrix("y");
+  Variable e = tanh(x * y + exp(x) - 3.0f) / (sqr(y) + 1.0f);
+  FunctionGraph fg({x.node(), y.node()}, {e.node()}, {});
+  cuda::Plan plan = cuda::lower(fg);
+  CHECK(plan.kernel_launches() == 1);
+  CHECK(plan.steps.at(0).fused.size() >= 7);
+}
+
+TEST_CASE("lowering: slice bounds computed on the device are refused with a reason") {
+  Variable x = fvector("x");
+  Variable k = argmax(x);  // an int64 scalar computed on the device
+  Variable s = subtensor(x, {Slice(k, std::nullopt)});
+  FunctionGraph fg({x.node()}, {s.node()}, {});
+  std::string why = cuda::unsupported_reason(fg);
+  CHECK(why.find("computed on the GPU") != std::string::npos);
+  CHECK(why.find("argmax") != std::string::npos);
+}
+
+#endif  // THEA_HAVE_CUDA
