@@ -1,0 +1,598 @@
+#include "render.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+#include <sstream>
+
+#include "preamble.hpp"
+#include "thea/error.hpp"
+
+namespace thea::cpu {
+
+using namespace thea::sched;
+
+const char* c_type(Dtype d) {
+  switch (d) {
+    case Dtype::Bool: return "bool";
+    case Dtype::UInt8: return "uint8_t";
+    case Dtype::Int32: return "int32_t";
+    case Dtype::Int64: return "int64_t";
+    case Dtype::Float32: return "float";
+    case Dtype::Float64: return "double";
+  }
+  return "double";
+}
+
+namespace {
+
+std::string literal(double v, Dtype d) {
+  char buf[64];
+  switch (d) {
+    case Dtype::Bool: return v != 0 ? "true" : "false";
+    case Dtype::UInt8:
+    case Dtype::Int32:
+    case Dtype::Int64:
+      std::snprintf(buf, sizeof buf, "((%s)INT64_C(%lld))", c_type(d),
+                    static_cast<long long>(v));
+      return buf;
+    case Dtype::Float32:
+    case Dtype::Float64: {
+      const char* t = c_type(d);
+      if (std::isnan(v)) return std::string("((") + t + ")__builtin_nan(\"\"))";
+      if (std::isinf(v)) return std::string("((") + t + ")(" + (v < 0 ? "-" : "") + "__builtin_inf()))";
+      // Hex float: exact. For float32 the value was already rounded to float.
+      std::snprintf(buf, sizeof buf, "((%s)%a)", t, d == Dtype::Float32 ? static_cast<double>(static_cast<float>(v)) : v);
+      return buf;
+    }
+  }
+  return "0";
+}
+
+std::string dim_code(const Dim& d) {
+  if (d.is_static()) return "INT64_C(" + std::to_string(d.size) + ")";
+  return "d" + std::to_string(d.sym);
+}
+
+// Product of dims as code; "INT64_C(1)" when empty.
+std::string product_code(const std::vector<Dim>& dims) {
+  std::int64_t c = 1;
+  std::string s;
+  for (const Dim& d : dims) {
+    if (d.is_static())
+      c *= d.size;
+    else
+      s += (s.empty() ? "" : " * ") + dim_code(d);
+  }
+  if (s.empty()) return "INT64_C(" + std::to_string(c) + ")";
+  if (c != 1) s = "INT64_C(" + std::to_string(c) + ") * " + s;
+  return "(" + s + ")";
+}
+
+int root_of(const Schedule& s, int b) {
+  while (s.buffers[b].kind == BufferKind::View) b = s.buffers[b].base;
+  return b;
+}
+
+// Element stride of buffer b's axis `axis`, as code ("0" for inserted size-1 axes).
+std::string stride_code(const Schedule& s, int b, int axis) {
+  const Buffer& x = s.buffers[b];
+  if (x.kind == BufferKind::View && !x.reinterpret) {
+    int a = x.axis_map[axis];
+    if (a < 0) return "INT64_C(0)";
+    return stride_code(s, x.base, a);
+  }
+  std::vector<Dim> after(x.dims.begin() + axis + 1, x.dims.end());
+  return product_code(after);
+}
+
+class LoopRenderer {
+ public:
+  LoopRenderer(const Schedule& s, const Kernel& k, std::ostringstream& os)
+      : s_(s), k_(k), lk_(k.loop), os_(os) {}
+
+  KernelCode render() {
+    KernelCode code;
+    code.launch = Launch::Loop;
+    code.fn = k_.name;
+    for (const Expr& e : lk_.exprs)
+      if (e.kind == ExprKind::Reduce && e.final) finals_.push_back(&e - lk_.exprs.data());
+    code.finals = static_cast<int>(finals_.size());
+    const int r = static_cast<int>(lk_.domain.size());
+    for (int d = 0; d < r; ++d) (lk_.inner[d] ? inner_ : outer_).push_back(d);
+
+    // ---- part function ----
+    os_ << "extern \"C\" void " << k_.name
+        << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n";
+    prologue();
+    emit_level(0, "  ");
+    for (int f : finals_) {
+      const Expr& e = lk_.exprs[f];
+      os_ << "  " << acc_type(e) << " f" << f << " = " << acc_init(e) << ";\n";
+    }
+    if (r > 0) {
+      os_ << "  const int64_t n_outer = " << product_code(outer_dims()) << ";\n";
+      os_ << "  const int64_t o_begin = n_outer * part / nparts, o_end = n_outer * (part + 1) / "
+             "nparts;\n";
+      if (!outer_.empty()) {
+        const int last = outer_.back();
+        os_ << "  const int64_t n_last = " << dim_code(lk_.domain[last]) << ";\n";
+        os_ << "  for (int64_t flat = o_begin; flat < o_end;) {\n";
+        os_ << "    const int64_t row = flat / n_last;\n";
+        os_ << "    const int64_t c0 = flat - row * n_last;\n";
+        os_ << "    const int64_t c1 = (n_last - c0 < o_end - flat) ? n_last : c0 + (o_end - flat);\n";
+        if (outer_.size() > 1) {
+          os_ << "    int64_t rem = row;\n";
+          for (int i = static_cast<int>(outer_.size()) - 2; i >= 0; --i) {
+            int d = outer_[i];
+            os_ << "    const int64_t i" << d << " = rem % " << dim_code(lk_.domain[d])
+                << "; rem /= " << dim_code(lk_.domain[d]) << ";\n";
+          }
+          os_ << "    (void)rem;\n";
+        }
+        os_ << "    for (int64_t i" << last << " = c0; i" << last << " < c1; ++i" << last
+            << ") {\n";
+        outer_body("      ");
+        os_ << "    }\n";
+        os_ << "    flat += c1 - c0;\n";
+        os_ << "  }\n";
+      } else {
+        os_ << "  if (o_begin < o_end) {\n";
+        outer_body("    ");
+        os_ << "  }\n";
+      }
+    }
+    for (std::size_t i = 0; i < finals_.size(); ++i)
+      os_ << "  __builtin_memcpy((unsigned char*)S + ((int64_t)part * " << finals_.size() << " + "
+          << i << ") * 8, &f" << finals_[i] << ", sizeof f" << finals_[i] << ");\n";
+    os_ << "  (void)S; (void)part; (void)nparts;\n}\n\n";
+
+    // ---- finish: combine partials, after-loop values, scalar stores ----
+    bool need_finish = !finals_.empty();
+    for (const Store& st : lk_.stores)
+      if (lk_.exprs[st.expr].level == 0 || lk_.exprs[st.expr].level == 3) need_finish = true;
+    if (need_finish) {
+      code.finish = k_.name + "_finish";
+      os_ << "extern \"C\" void " << code.finish
+          << "(void* const* P, const int64_t* D, void* S, int nparts) {\n";
+      prologue();
+      emit_level(0, "  ");
+      for (std::size_t i = 0; i < finals_.size(); ++i) {
+        const int f = finals_[i];
+        const Expr& e = lk_.exprs[f];
+        os_ << "  " << acc_type(e) << " f" << f << " = " << acc_init(e) << ";\n";
+        os_ << "  for (int p = 0; p < nparts; ++p) {\n";
+        os_ << "    " << acc_type(e) << " v;\n";
+        os_ << "    __builtin_memcpy(&v, (const unsigned char*)S + ((int64_t)p * " << finals_.size()
+            << " + " << i << ") * 8, sizeof v);\n";
+        os_ << "    f" << f << " = " << combine(e, "f" + std::to_string(f), "v") << ";\n";
+        os_ << "  }\n";
+        os_ << "  const " << c_type(e.dtype) << " e" << f << " = (" << c_type(e.dtype) << ")f" << f
+            << ";\n";
+      }
+      for (std::size_t i = 0; i < lk_.exprs.size(); ++i) {
+        const Expr& e = lk_.exprs[i];
+        if (e.level != 3 || (e.kind == ExprKind::Reduce && e.final)) continue;
+        emit_expr(static_cast<int>(i), "  ");
+      }
+      for (const Store& st : lk_.stores) {
+        int lv = lk_.exprs[st.expr].level;
+        if (lv == 0 || lv == 3) emit_store(st, "  ");
+      }
+      os_ << "  (void)S; (void)nparts;\n}\n\n";
+    }
+    return code;
+  }
+
+ private:
+  std::vector<Dim> outer_dims() const {
+    std::vector<Dim> d;
+    for (int a : outer_) d.push_back(lk_.domain[a]);
+    return d;
+  }
+
+  void prologue() {
+    std::set<int> syms;
+    auto add_dims = [&](const std::vector<Dim>& dims) {
+      for (const Dim& d : dims)
+        if (!d.is_static()) syms.insert(d.sym);
+    };
+    add_dims(lk_.domain);
+    for (const Access& a : lk_.accesses) {
+      add_dims(s_.buffers[a.buffer].dims);
+      for (int b = a.buffer; s_.buffers[b].kind == BufferKind::View; b = s_.buffers[b].base)
+        add_dims(s_.buffers[s_.buffers[b].base].dims);
+    }
+    for (const Expr& e : lk_.exprs)
+      if (e.kind == ExprKind::Count)
+        for (int sy : e.axes) syms.insert(sy);
+    for (int sy : syms) os_ << "  const int64_t d" << sy << " = D[" << sy << "];\n";
+    std::set<int> roots;
+    for (const Access& a : lk_.accesses) roots.insert(root_of(s_, a.buffer));
+    for (int rt : roots)
+      os_ << "  " << c_type(s_.buffers[rt].dtype) << "* const p" << rt << " = ("
+          << c_type(s_.buffers[rt].dtype) << "*)P[" << rt << "];\n";
+    os_ << "  (void)D;\n";
+  }
+
+  // Index of access `a` at the current loop point.
+  std::string index_code(int ai) {
+    const Access& a = lk_.accesses[ai];
+    std::string s;
+    for (std::size_t d = 0; d < a.axis_of.size(); ++d) {
+      if (a.axis_of[d] < 0) continue;
+      std::string st = stride_code(s_, a.buffer, a.axis_of[d]);
+      if (st == "INT64_C(0)") continue;
+      s += (s.empty() ? "" : " + ") + std::string("i") + std::to_string(d) +
+           (st == "INT64_C(1)" ? "" : " * " + st);
+    }
+    return s.empty() ? "0" : s;
+  }
+
+  std::string ref(int e) { return "e" + std::to_string(e); }
+
+  std::string acc_type(const Expr& e) {
+    if (e.kind == ExprKind::Reduce && (e.reduce == ReduceKind::Sum || e.reduce == ReduceKind::Prod))
+      return is_float(e.accum) ? "double" : "uint64_t";
+    return c_type(lk_.exprs[e.args[0]].dtype);
+  }
+  std::string acc_init(const Expr& e) {
+    const Dtype in = lk_.exprs[e.args[0]].dtype;
+    switch (e.reduce) {
+      case ReduceKind::Sum:
+      case ReduceKind::Mean: return is_float(e.accum) ? "0.0" : "0";
+      case ReduceKind::Prod: return is_float(e.accum) ? "1.0" : "1";
+      case ReduceKind::Max:
+        if (is_float(in)) return std::string("-(") + c_type(in) + ")__builtin_inf()";
+        return in == Dtype::Bool ? "false" : std::string("std_min<") + c_type(in) + ">()";
+      case ReduceKind::Min:
+        if (is_float(in)) return std::string("(") + c_type(in) + ")__builtin_inf()";
+        return in == Dtype::Bool ? "true" : std::string("std_max<") + c_type(in) + ">()";
+    }
+    return "0";
+  }
+  std::string combine(const Expr& e, const std::string& acc, const std::string& v) {
+    const std::string t = acc_type(e);
+    switch (e.reduce) {
+      case ReduceKind::Sum:
+      case ReduceKind::Mean:
+        if (t == "uint64_t") return acc + " + (uint64_t)(int64_t)(" + v + ")";
+        return acc + " + (double)(" + v + ")";
+      case ReduceKind::Prod:
+        if (t == "uint64_t") return acc + " * (uint64_t)(int64_t)(" + v + ")";
+        return acc + " * (double)(" + v + ")";
+      case ReduceKind::Max: return "thea_maximum<" + t + ">(" + acc + ", " + v + ")";
+      case ReduceKind::Min: return "thea_minimum<" + t + ">(" + acc + ", " + v + ")";
+    }
+    return acc;
+  }
+
+  void emit_expr(int i, const std::string& ind) {
+    const Expr& e = lk_.exprs[i];
+    const char* t = c_type(e.dtype);
+    os_ << ind << "const " << t << " e" << i << " = ";
+    switch (e.kind) {
+      case ExprKind::Load: {
+        int rt = root_of(s_, lk_.accesses[e.access].buffer);
+        os_ << "p" << rt << "[" << index_code(e.access) << "]";
+        break;
+      }
+      case ExprKind::Const: os_ << literal(e.value, e.dtype); break;
+      case ExprKind::Count: {
+        std::string s = "INT64_C(" + std::to_string(static_cast<long long>(e.value)) + ")";
+        for (int sy : e.axes) s += " * d" + std::to_string(sy);
+        os_ << "(" << t << ")(" << s << ")";
+        break;
+      }
+      case ExprKind::Index: os_ << "(" << t << ")i" << e.axis; break;
+      case ExprKind::Scalar: {
+        const ScalarOpInfo& info = scalar_info(e.op);
+        const char* ct = c_type(e.compute);
+        if (e.op == ScalarOp::Cast) {
+          os_ << "thea_cast<" << t << ">(" << ref(e.args[0]) << ")";
+          break;
+        }
+        std::string call = std::string(info.functor) + "(";
+        for (std::size_t a = 0; a < e.args.size(); ++a) {
+          const Dtype ad = lk_.exprs[e.args[a]].dtype;
+          bool conv = a < e.convert.size() && e.convert[a] && ad != e.compute;
+          call += (a ? ", " : "") + (conv ? "(" + std::string(ct) + ")" + ref(e.args[a])
+                                          : ref(e.args[a]));
+        }
+        call += ")";
+        os_ << "(" << t << ")(" << call << ")";
+        break;
+      }
+      case ExprKind::Reduce:
+      case ExprKind::ArgReduce:
+        os_ << "(" << t << ")a" << i;
+        break;
+    }
+    os_ << ";\n";
+  }
+
+  void emit_store(const Store& st, const std::string& ind) {
+    const Access& a = lk_.accesses[st.access];
+    int rt = root_of(s_, a.buffer);
+    os_ << ind << "p" << rt << "[" << index_code(st.access) << "] = ("
+        << c_type(s_.buffers[rt].dtype) << ")e" << st.expr << ";\n";
+  }
+
+  void emit_level(int level, const std::string& ind) {
+    for (std::size_t i = 0; i < lk_.exprs.size(); ++i)
+      if (lk_.exprs[i].level == level) emit_expr(static_cast<int>(i), ind);
+  }
+
+  bool is_inner_reduce(const Expr& e) const {
+    return (e.kind == ExprKind::Reduce && !e.final) || e.kind == ExprKind::ArgReduce;
+  }
+
+  void outer_body(const std::string& ind) {
+    const int n = static_cast<int>(lk_.exprs.size());
+    // Outer values known before the first pass.
+    for (int i = 0; i < n; ++i) {
+      const Expr& e = lk_.exprs[i];
+      if (e.level == 1 && e.phase == 0 && !is_inner_reduce(e)) emit_expr(i, ind);
+    }
+    if (!inner_.empty()) {
+      // Outer values computed between passes stay in scope for the later passes and the tail.
+      os_ << ind << "{\n";
+      pass_cursor_ = -1;
+      continue_pass(ind + "  ");
+      os_ << ind << "}\n";
+    } else {
+      tail(ind);
+    }
+  }
+
+  // Emits passes p+1.. and the tail inside the current block (outer values stay in scope).
+  void continue_pass(const std::string& ind) {
+    const int n = static_cast<int>(lk_.exprs.size());
+    const int p = ++pass_cursor_;
+    std::vector<bool> need(n, false);
+    std::vector<int> accs;
+    for (int i = 0; i < n; ++i) {
+      const Expr& e = lk_.exprs[i];
+      if ((is_inner_reduce(e) || (e.kind == ExprKind::Reduce && e.final)) &&
+          lk_.exprs[e.args[0]].level == 2 && lk_.exprs[e.args[0]].phase == p) {
+        need[e.args[0]] = true;
+        if (is_inner_reduce(e)) accs.push_back(i);
+      }
+    }
+    for (const Store& st : lk_.stores)
+      if (lk_.exprs[st.expr].level == 2 && lk_.exprs[st.expr].phase == p) need[st.expr] = true;
+    for (int i = n - 1; i >= 0; --i)
+      if (need[i])
+        for (int a : lk_.exprs[i].args)
+          if (lk_.exprs[a].level == 2) need[a] = true;
+    os_ << ind << "// pass " << p << "\n";
+    for (int i : accs) {
+      const Expr& e = lk_.exprs[i];
+      if (e.kind == ExprKind::ArgReduce)
+        os_ << ind << c_type(lk_.exprs[e.args[0]].dtype) << " b" << i << "{}; int64_t a" << i
+            << " = -1; bool nan" << i << " = false;\n";
+      else
+        os_ << ind << acc_type(e) << " a" << i << " = " << acc_init(e) << ";\n";
+    }
+    std::string body = ind;
+    for (int d : inner_) {
+      os_ << body << "for (int64_t i" << d << " = 0; i" << d << " < " << dim_code(lk_.domain[d])
+          << "; ++i" << d << ") {\n";
+      body += "  ";
+    }
+    for (int i = 0; i < n; ++i)
+      if (need[i]) emit_expr(i, body);
+    for (int i : accs) {
+      const Expr& e = lk_.exprs[i];
+      const std::string x = ref(e.args[0]);
+      if (e.kind == ExprKind::ArgReduce) {
+        const std::string idx = "i" + std::to_string(e.axis);
+        const std::string is = std::to_string(i);
+        os_ << body << "if (a" << is << " < 0) { b" << is << " = " << x << "; a" << is << " = "
+            << idx << "; nan" << is << " = !(" << x << " == " << x << "); }\n";
+        os_ << body << "else if (!nan" << is << ") { if (!(" << x << " == " << x << ")) { b"
+            << is << " = " << x << "; a" << is << " = " << idx << "; nan" << is
+            << " = true; } else if (" << x << (e.is_max ? " > " : " < ") << "b" << is << ") { b"
+            << is << " = " << x << "; a" << is << " = " << idx << "; } }\n";
+      } else {
+        os_ << body << "a" << i << " = " << combine(e, "a" + std::to_string(i), x) << ";\n";
+      }
+    }
+    for (int f : finals_) {
+      const Expr& e = lk_.exprs[f];
+      if (lk_.exprs[e.args[0]].level == 2 && lk_.exprs[e.args[0]].phase == p)
+        os_ << body << "f" << f << " = " << combine(e, "f" + std::to_string(f), ref(e.args[0]))
+            << ";\n";
+    }
+    for (const Store& st : lk_.stores)
+      if (lk_.exprs[st.expr].level == 2 && lk_.exprs[st.expr].phase == p) emit_store(st, body);
+    for (std::size_t k = 0; k < inner_.size(); ++k) {
+      body.resize(body.size() - 2);
+      os_ << body << "}\n";
+    }
+    for (int i : accs) emit_expr(i, ind);
+    for (int i = 0; i < n; ++i) {
+      const Expr& e = lk_.exprs[i];
+      if (e.level == 1 && e.phase == p + 1 && !is_inner_reduce(e)) emit_expr(i, ind);
+    }
+    if (p + 1 < lk_.passes)
+      continue_pass(ind);
+    else
+      tail(ind);
+  }
+
+  // After all passes: remaining outer values, outer stores, final accumulation of outer values.
+  void tail(const std::string& ind) {
+    const int n = static_cast<int>(lk_.exprs.size());
+    const int last_phase = inner_.empty() ? 0 : lk_.passes;
+    for (int i = 0; i < n; ++i) {
+      const Expr& e = lk_.exprs[i];
+      if (e.level == 1 && e.phase > last_phase && !is_inner_reduce(e)) emit_expr(i, ind);
+    }
+    for (const Store& st : lk_.stores)
+      if (lk_.exprs[st.expr].level == 1) emit_store(st, ind);
+    for (int f : finals_) {
+      const Expr& e = lk_.exprs[f];
+      if (lk_.exprs[e.args[0]].level == 1 || (inner_.empty() && lk_.exprs[e.args[0]].level == 2))
+        os_ << ind << "f" << f << " = " << combine(e, "f" + std::to_string(f), ref(e.args[0]))
+            << ";\n";
+    }
+    if (inner_.empty()) {
+      // Without inner axes every varying value is computed once per point here.
+      for (const Store& st : lk_.stores)
+        if (lk_.exprs[st.expr].level == 2) emit_store(st, ind);
+    }
+  }
+
+  const Schedule& s_;
+  const Kernel& k_;
+  const LoopKernel& lk_;
+  std::ostringstream& os_;
+  std::vector<int> finals_, inner_, outer_;
+  int pass_cursor_ = 0;
+};
+
+bool small_static(const Dim& d, std::int64_t limit) { return d.is_static() && d.size <= limit; }
+
+KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
+                       std::ostringstream& os, int vector_bytes) {
+  const GemmKernel& g = k.gemm;
+  KernelCode code;
+  const bool flt = is_float(g.dtype);
+  const char* T = c_type(g.dtype);
+  const int lanes = vector_bytes / static_cast<int>(dtype_size(g.dtype));
+  const int ra = root_of(s, g.a), rb = root_of(s, g.b), ro = root_of(s, g.out);
+  const int rc = g.c_in >= 0 ? root_of(s, g.c_in) : -1;
+  const bool in_place = g.c_in >= 0 && plan.buffers[g.out].placement == Placement::Alias &&
+                        root_of(s, plan.buffers[g.out].alias) == rc;
+  auto scalar_code = [&](const ScalarArg& a) {
+    if (a.is_const) return literal(a.value, g.dtype);
+    return std::string("((const ") + T + "*)P[" + std::to_string(root_of(s, a.buffer)) + "])[0]";
+  };
+  auto syms = [&]() {
+    std::set<int> ss;
+    for (const Dim& d : {g.m, g.n, g.k})
+      if (!d.is_static()) ss.insert(d.sym);
+    std::string out;
+    for (int sy : ss) out += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
+    return out + "  (void)D;\n";
+  };
+  const std::string M = dim_code(g.m), N = dim_code(g.n), K = dim_code(g.k);
+  // Row strides of the dense operands as stored: A is m x k (k x m when transposed).
+  const std::string lda = g.a_vector ? K : (g.trans_a ? M : K);
+  const std::string ldb = g.b_vector ? K : (g.trans_b ? K : N);
+  // prep: copy C_in into the output when the product does not run in place.
+  std::string copy_c;
+  if (g.c_in >= 0 && !in_place) {
+    copy_c = std::string("  { const ") + T + "* c = (const " + T + "*)P[" + std::to_string(rc) +
+             "]; " + T + "* o = (" + T + "*)P[" + std::to_string(ro) + "]; for (int64_t i = 0; i < " +
+             M + " * " + N + "; ++i) o[i] = c[i]; }\n";
+  }
+  const std::string beta = g.c_in >= 0 ? scalar_code(g.beta) : literal(0, g.dtype);
+  const std::string alpha = scalar_code(g.alpha);
+  const bool nn_ok = flt && !g.trans_a && g.k.is_static() && g.k.size <= 1 << 20 &&
+                     small_static(g.n, 16) && g.n.size > 0;
+  const bool tn_ok = flt && g.trans_a && !g.trans_b && !g.b_vector && g.m.is_static() &&
+                     small_static(g.n, 16) && g.n.size > 0;
+  if (nn_ok || tn_ok) {
+    code.launch = nn_ok ? Launch::GemmRows : Launch::GemmTN;
+    code.fn = k.name;
+    code.prep = k.name + "_prep";
+    code.lanes = lanes;
+    const bool bt_given = g.trans_b || g.b_vector;  // B is stored N x K already
+    if (nn_ok && !bt_given) code.scratch_bytes = g.n.size * g.k.size * dtype_size(g.dtype);
+    os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
+       << syms() << copy_c;
+    if (nn_ok && !bt_given)
+      os << "  thea_k::pack_bt<" << T << ", " << g.k.size << ", " << g.n.size << ">((const " << T
+         << "*)P[" << rb << "], " << ldb << ", (" << T << "*)S);\n";
+    os << "  (void)P; (void)S;\n}\n";
+    os << "extern \"C\" void " << code.fn
+       << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
+       << syms();
+    if (nn_ok) {
+      os << "  const int64_t m = " << M << ";\n"
+         << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
+         << "  const " << T << "* bt = " << (bt_given ? std::string("(const ") + T + "*)P[" + std::to_string(rb) + "]" : std::string("(const ") + T + "*)S") << ";\n"
+         << "  thea_k::gemm_nn_smalln<" << T << ", " << g.k.size << ", " << g.n.size
+         << ">(i0, i1, (const " << T << "*)P[" << ra << "], " << lda << ", bt, INT64_C("
+         << g.k.size << "), (" << T << "*)P[" << ro << "], " << N << ", " << alpha << ", " << beta
+         << ");\n";
+    } else {
+      // C (m x n) = alpha * A^T (A: k x m) . B (k x n): chunks of `lanes` rows of C per part.
+      os << "  const int64_t m = " << M << ";\n"
+         << "  const int64_t chunks = (m + " << lanes - 1 << ") / " << lanes << ";\n"
+         << "  const int64_t c0 = chunks * part / nparts * " << lanes << ", c1e = chunks * (part + 1) / nparts * " << lanes << ";\n"
+         << "  const int64_t c1 = c1e < m ? c1e : m;\n"
+         << "  if (c0 < c1) thea_k::gemm_tn_smalln<" << T << ", " << g.m.size << ", " << g.n.size
+         << ">(c0, c1, " << K << ", (const " << T << "*)P[" << ra << "], " << lda << ", (const "
+         << T << "*)P[" << rb << "], " << ldb << ", (" << T << "*)P[" << ro << "], " << N << ", "
+         << alpha << ", " << beta << ");\n";
+    }
+    os << "  (void)S;\n}\n\n";
+    return code;
+  }
+  if (flt) {
+    code.launch = Launch::Blas;
+    if (!copy_c.empty()) {
+      code.prep = k.name + "_prep";
+      os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
+         << syms() << copy_c << "  (void)P; (void)S;\n}\n\n";
+    }
+    return code;
+  }
+  // Integer products: a plain loop over rows of C.
+  code.launch = Launch::GemmRows;
+  code.fn = k.name;
+  code.prep = k.name + "_prep";
+  os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
+     << syms() << copy_c << "  (void)P; (void)S;\n}\n";
+  const std::string sa0 = g.trans_a ? "INT64_C(1)" : lda, sa1 = g.trans_a ? lda : "INT64_C(1)";
+  const std::string sb0 = g.trans_b ? "INT64_C(1)" : ldb, sb1 = g.trans_b ? ldb : "INT64_C(1)";
+  os << "extern \"C\" void " << code.fn
+     << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
+     << syms() << "  const int64_t m = " << M << ";\n"
+     << "  thea_k::gemm_generic<" << T << ">(m * part / nparts, m * (part + 1) / nparts, " << N
+     << ", " << K << ", (const " << T << "*)P[" << ra << "], " << sa0 << ", " << sa1 << ", (const "
+     << T << "*)P[" << rb << "], " << sb0 << ", " << sb1 << ", (" << T << "*)P[" << ro << "], " << N
+     << ", INT64_C(1), " << alpha << ", " << beta << ");\n  (void)S;\n}\n\n";
+  return code;
+}
+
+}  // namespace
+
+Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
+  Rendered out;
+  std::ostringstream body;
+  bool any = false;
+  for (const Kernel& k : s.kernels) {
+    KernelCode code;
+    if (k.kind == KernelKind::Loop) {
+      code = LoopRenderer(s, k, body).render();
+      any = true;
+    } else if (k.kind == KernelKind::Gemm) {
+      code = render_gemm(s, plan, k, body, vector_bytes);
+      if (!code.fn.empty() || !code.prep.empty()) any = true;
+    } else {
+      code.launch = Launch::Host;
+    }
+    out.kernels.push_back(code);
+  }
+  if (!any) return out;
+  if (!scalar_preamble() || !kernels_preamble())
+    throw BackendError(
+        "cpu backend: built without its kernel preamble (include third_party/CpuBackend.cmake "
+        "from the top-level CMakeLists.txt)");
+  std::ostringstream src;
+  src << "// thea cpu kernels (generated)\n#define THEA_VEC_BYTES " << vector_bytes << "\n"
+      << scalar_preamble() << "\n"
+      << kernels_preamble() << "\n"
+      << "#include <limits>\n"
+         "template <class T> static inline T std_min() { return std::numeric_limits<T>::lowest(); }\n"
+         "template <class T> static inline T std_max() { return std::numeric_limits<T>::max(); }\n\n"
+      << body.str();
+  out.source = src.str();
+  return out;
+}
+
+}  // namespace thea::cpu
