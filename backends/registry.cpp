@@ -8,6 +8,7 @@
 namespace thea {
 
 std::shared_ptr<Backend> make_reference_backend();
+std::shared_ptr<Backend> make_cpu_backend();
 std::shared_ptr<Backend> make_cuda_backend();  // backends/cuda, or backends/no_cuda stubs
 
 namespace {
@@ -23,6 +24,7 @@ Registry& registry() {
     auto* reg = new Registry;
     reg->factories["reference"] = &make_reference_backend;
     reg->factories["cuda"] = &make_cuda_backend;
+    reg->factories["cpu"] = &make_cpu_backend;
     // Further built-in backends register here (cpu, cuda).
     return reg;
   }();

@@ -44,7 +44,8 @@ double median(std::vector<double> v) {
 
 double accuracy(const Tensor& pred, const Tensor& labels) {
   std::int64_t ok = 0, n = labels.numel();
-  for (std::int64_t i = 0; i < n; ++i) ok += pred.at<std::int64_t>({i}) == labels.at<std::int64_t>({i});
+  for (std::int64_t i = 0; i < n; ++i)
+    ok += pred.at<std::int64_t>({i}) == labels.at<std::int64_t>({i});
   return n ? static_cast<double>(ok) / static_cast<double>(n) : 0;
 }
 
@@ -56,8 +57,8 @@ struct Model {
 };
 
 // The tutorial's graph with the training set shared and sliced on the device by index.
-Model build(const std::string& backend, const Variable& trX, const Variable& trY,
-            std::int64_t bs, bool read_cost, std::uint64_t seed) {
+Model build(const std::string& backend, const Variable& trX, const Variable& trY, std::int64_t bs,
+            bool read_cost, std::uint64_t seed) {
   auto t0 = Clock::now();
   Variable X = fmatrix("X"), Y = fmatrix("Y");
   Variable w = shared(random_normal({784, 10}, 0.0, 0.01, seed), "w");
@@ -84,11 +85,12 @@ struct RunResult {
   std::vector<double> acc;
 };
 
-RunResult run(Model& m, const Tensor& teX, const Tensor& te_labels, std::int64_t steps,
-              int epochs, bool print_table) {
+RunResult run(Model& m, const Tensor& teX, const Tensor& te_labels, std::int64_t steps, int epochs,
+              bool print_table) {
   RunResult r;
   std::vector<Tensor> idx;
-  for (std::int64_t s = 0; s < steps; ++s) idx.push_back(Tensor::scalar(static_cast<double>(s), Dtype::Int64));
+  for (std::int64_t s = 0; s < steps; ++s)
+    idx.push_back(Tensor::scalar(static_cast<double>(s), Dtype::Int64));
   for (int e = 0; e < epochs; ++e) {
     auto t0 = Clock::now();
     for (std::int64_t s = 0; s < steps; ++s) m.train({idx[static_cast<std::size_t>(s)]});
@@ -117,7 +119,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    std::string cache = fs::temp_directory_path() / ("thea-gpu-bench-cache-" + std::to_string(::getpid()));
+    std::string cache =
+        fs::temp_directory_path() / ("thea-gpu-bench-cache-" + std::to_string(::getpid()));
     fs::remove_all(cache);
     setenv("THEA_CACHE_DIR", cache.c_str(), 1);
 #if THEA_HAVE_CUDA
@@ -140,21 +143,24 @@ int main(int argc, char** argv) {
     const double cold_s = m.compile_s;
     Model warm = build(backend, trX, trY, bs, true, 42);
     const double warm_s = warm.compile_s;
-    fmt::print("device: {}\nbackend: {}\nload: {:.3f} s\ncompile train+predict: cold {:.3f} s, "
-               "warm {:.4f} s\nsteps per epoch: {} (batch {})\n",
-               device, backend, load_s, cold_s, warm_s, n_steps, bs);
+    fmt::print(
+        "device: {}\nbackend: {}\nload: {:.3f} s\ncompile train+predict: cold {:.3f} s, "
+        "warm {:.4f} s\nsteps per epoch: {} (batch {})\n",
+        device, backend, load_s, cold_s, warm_s, n_steps, bs);
     fmt::print("train schedule ({} kernels):\n{}", m.train.kernel_count(), m.train.debugprint());
 
     // The main run: the tutorial, 100 epochs, cost read every step as the tutorial does.
     auto t_main = Clock::now();
     RunResult main = run(m, d.teX, d.te_labels, n_steps, epochs, true);
     const double main_s = since(t_main);
-    std::vector<double> steady(main.epoch_ms.begin() + std::min<std::size_t>(1, main.epoch_ms.size()),
-                               main.epoch_ms.end());
-    fmt::print("ms/epoch: first {:.3f}, median {:.3f}, mean {:.3f} (total {:.2f} s)\n",
-               main.epoch_ms.empty() ? 0 : main.epoch_ms[0], median(steady),
-               steady.empty() ? 0 : std::accumulate(steady.begin(), steady.end(), 0.0) / steady.size(),
-               main_s);
+    std::vector<double> steady(
+        main.epoch_ms.begin() + std::min<std::size_t>(1, main.epoch_ms.size()),
+        main.epoch_ms.end());
+    fmt::print(
+        "ms/epoch: first {:.3f}, median {:.3f}, mean {:.3f} (total {:.2f} s)\n",
+        main.epoch_ms.empty() ? 0 : main.epoch_ms[0], median(steady),
+        steady.empty() ? 0 : std::accumulate(steady.begin(), steady.end(), 0.0) / steady.size(),
+        main_s);
 
     // Variants, a few epochs each.
     struct Variant {
@@ -181,12 +187,6 @@ int main(int argc, char** argv) {
       unsetenv("THEA_CUDA_GRAPHS");
     }
     {
-      setenv("THEA_CUDA_CUDNN", "1", 1);
-      Model dn = build(backend, trX, trY, bs, true, 42);
-      add_variant("cudnn_softmax_requested", dn);
-      unsetenv("THEA_CUDA_CUDNN");
-    }
-    {
       // The app's path: host minibatches uploaded every step.
       Variable X = fmatrix("X"), Y = fmatrix("Y");
       Variable w = shared(random_normal({784, 10}, 0.0, 0.01, 42), "w");
@@ -205,13 +205,47 @@ int main(int argc, char** argv) {
       double acc = 0;
       for (int e = 0; e < variant_epochs + 1; ++e) {
         auto t0 = Clock::now();
-        for (std::int64_t s = 0; s < n_steps; ++s) train({xs[static_cast<std::size_t>(s)], ys[static_cast<std::size_t>(s)]});
+        for (std::int64_t s = 0; s < n_steps; ++s)
+          train({xs[static_cast<std::size_t>(s)], ys[static_cast<std::size_t>(s)]});
         acc = accuracy(predict({d.teX})[0], d.te_labels);
         if (e > 0) ms.push_back(since(t0) * 1e3);
       }
       variants.push_back({"host_minibatches (app path)", median(ms), acc});
       fmt::print("variant {:<28} {:8.3f} ms/epoch  acc {:.4f}\n", variants.back().name,
                  variants.back().ms, acc);
+    }
+
+    // Softmax alone: thea's row kernel vs cuDNN (THEA_CUDA_CUDNN=1), per call of a
+    // function updating y <- softmax(x) on the device (no host transfers), 2000 calls.
+    struct SoftmaxTime {
+      std::string shape;
+      double thea_us = 0, cudnn_us = 0;
+    };
+    std::vector<SoftmaxTime> softmax_times;
+    if (backend == "cuda") {
+      for (Shape sh : {Shape{128, 10}, Shape{10000, 10}, Shape{4096, 1024}}) {
+        SoftmaxTime t;
+        t.shape = shape_str(sh);
+        for (int dnn = 0; dnn < 2; ++dnn) {
+          if (dnn) setenv("THEA_CUDA_CUDNN", "1", 1);
+          Variable x = shared(random_normal(sh, 0, 1, 5), "x");
+          Variable y = shared(Tensor::zeros(sh), "y");
+          FunctionOptions o;
+          o.backend = backend;
+          Function f = function({}, {}, {{y, nnet::softmax(x)}}, o);
+          if (dnn) unsetenv("THEA_CUDA_CUDNN");
+          for (int k = 0; k < 20; ++k) f({});
+          y.get_value();
+          auto t0 = Clock::now();
+          const int reps = 2000;
+          for (int k = 0; k < reps; ++k) f({});
+          y.get_value();
+          (dnn ? t.cudnn_us : t.thea_us) = since(t0) * 1e6 / reps;
+        }
+        softmax_times.push_back(t);
+        fmt::print("softmax {:<12} thea {:8.2f} us/call  cuDNN {:8.2f} us/call\n", t.shape,
+                   t.thea_us, t.cudnn_us);
+      }
     }
 
     if (!json_path.empty()) {
@@ -227,8 +261,14 @@ int main(int argc, char** argv) {
       for (std::size_t k = 0; k < main.acc.size(); ++k) j << (k ? ", " : "") << main.acc[k];
       j << "],\n  \"variants\": {";
       for (std::size_t k = 0; k < variants.size(); ++k)
-        j << (k ? ", " : "") << "\n    \"" << variants[k].name << "\": {\"ms_per_epoch\": "
-          << variants[k].ms << ", \"accuracy\": " << variants[k].acc << "}";
+        j << (k ? ", " : "") << "\n    \"" << variants[k].name
+          << "\": {\"ms_per_epoch\": " << variants[k].ms << ", \"accuracy\": " << variants[k].acc
+          << "}";
+      j << "\n  },\n  \"softmax_us\": {";
+      for (std::size_t k = 0; k < softmax_times.size(); ++k)
+        j << (k ? ", " : "") << "\n    \"" << softmax_times[k].shape
+          << "\": {\"thea\": " << softmax_times[k].thea_us
+          << ", \"cudnn\": " << softmax_times[k].cudnn_us << "}";
       j << "\n  }\n}\n";
     }
     fs::remove_all(cache);

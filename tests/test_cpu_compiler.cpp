@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "cpu/compiler.hpp"
-#include "cpu/preamble.hpp"
-#include "cpu/thread_pool.hpp"
+#include "../backends/cpu/compiler.hpp"
+#include "../backends/cpu/preamble.hpp"
+#include "../backends/cpu/thread_pool.hpp"
 #include "thea/error.hpp"
 
 namespace fs = std::filesystem;
@@ -27,8 +27,8 @@ struct TempDir {
   fs::path path;
   TempDir() {
     std::random_device rd;
-    path = fs::temp_directory_path() / ("thea-test-cache-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(rd()));
+    path = fs::temp_directory_path() /
+           ("thea-test-cache-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
     fs::create_directories(path);
   }
   ~TempDir() {
@@ -117,9 +117,7 @@ TEST_CASE("kernel cache: a corrupt or truncated entry is detected and rebuilt") 
     f.seekp(100);
     f.write(&c, 1);
   }
-  SUBCASE("truncated") {
-    fs::resize_file(built.path, fs::file_size(built.path) / 2);
-  }
+  SUBCASE("truncated") { fs::resize_file(built.path, fs::file_size(built.path) / 2); }
   SUBCASE("garbage") {
     std::ofstream f(built.path, std::ios::binary | std::ios::trunc);
     f << "not a shared object";
@@ -168,8 +166,9 @@ TEST_CASE("kernel cache: concurrent processes building one key never see a torn 
     if (e.path().extension() == ".so") ++entries;
   }
   CHECK(entries == 1);
-  CHECK(KernelCache::valid_entry(KernelCache(dir.path.string()).path_for(KernelCache::key_for(src, cc)),
-                                 KernelCache::key_for(src, cc)));
+  CHECK(KernelCache::valid_entry(
+      KernelCache(dir.path.string()).path_for(KernelCache::key_for(src, cc)),
+      KernelCache::key_for(src, cc)));
 }
 
 TEST_CASE("compiler errors name the compiler and keep the source") {
@@ -200,8 +199,8 @@ TEST_CASE("loader reports a missing symbol") {
   TempDir dir;
   KernelCache cache(dir.path.string());
   BuildResult r = cache.load_or_build(kernel_source(6), host_compiler());
-  CHECK_THROWS_WITH_AS(r.library->symbol("no_such_kernel"),
-                       doctest::Contains("no_such_kernel"), CompileError);
+  CHECK_THROWS_WITH_AS(r.library->symbol("no_such_kernel"), doctest::Contains("no_such_kernel"),
+                       CompileError);
 }
 
 TEST_CASE("thread pool runs every part exactly once") {
@@ -215,8 +214,8 @@ TEST_CASE("thread pool runs every part exactly once") {
       } ctx{&hits};
       for (int rep = 0; rep < 200; ++rep) {
         pool.run(
-            nparts,
-            [](void* c, int part) { (*static_cast<Ctx*>(c)->hits)[part].fetch_add(1); }, &ctx);
+            nparts, [](void* c, int part) { (*static_cast<Ctx*>(c)->hits)[part].fetch_add(1); },
+            &ctx);
       }
       for (int p = 0; p < nparts; ++p) CHECK(hits[p].load() == 200);
     }
@@ -229,8 +228,7 @@ TEST_CASE("thread pool: helpers that sleep are woken for later launches") {
   for (int rep = 0; rep < 20; ++rep) {
     ::usleep(2000);
     pool.run(
-        4, [](void* c, int part) { static_cast<std::atomic<int>*>(c)->fetch_add(part + 1); },
-        &sum);
+        4, [](void* c, int part) { static_cast<std::atomic<int>*>(c)->fetch_add(part + 1); }, &sum);
   }
   CHECK(sum.load() == 20 * 10);
 }

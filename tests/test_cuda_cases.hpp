@@ -6,12 +6,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#if THEA_HAVE_CUDA
+#include "cuda/runtime.hpp"
+#endif
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
 #include "thea/thea.hpp"
@@ -19,7 +23,7 @@
 namespace thea::cuda_tests {
 
 inline const std::vector<Dtype> kDtypes = {Dtype::Bool,  Dtype::UInt8,   Dtype::Int32,
-                                    Dtype::Int64, Dtype::Float32, Dtype::Float64};
+                                           Dtype::Int64, Dtype::Float32, Dtype::Float64};
 
 // A value of `dtype` safe for every op: positive (log, sqrt), small (pow, prod).
 inline Tensor sample(const Shape& shape, Dtype dtype, std::uint64_t seed) {
@@ -111,7 +115,9 @@ inline Case elementwise_case(Dtype d) {
   try_add(o, [&] { return argmax(x); });
   // Views feeding kernels: transposes and slices.
   try_add(o, [&] { return add(x.T(), z.T()); });
-  try_add(o, [&] { return subtensor(x, {Slice(1, std::nullopt), Slice(std::nullopt, std::nullopt, 2)}); });
+  try_add(o, [&] {
+    return subtensor(x, {Slice(1, std::nullopt), Slice(std::nullopt, std::nullopt, 2)});
+  });
   c.args = {sample({4, 6}, d, 1), sample({4, 6}, d, 2), sample({4, 6}, d, 3), sample({1, 6}, d, 4),
             sample({4, 6}, Dtype::Bool, 5)};
   return c;
@@ -123,31 +129,19 @@ inline Case float_case(Dtype d) {
   Variable labels = tensor(Dtype::Int32, 1, "labels");
   c.inputs = {x, w, v, labels};
   Variable p = nnet::softmax(x);
-  c.outputs = {p,
-               nnet::log_softmax(x * 2.0),
-               nnet::softmax(v),
-               nnet::categorical_crossentropy(p, labels),
-               Variable(make_apply(std::make_shared<CrossentropyCategorical1HotGrad>(),
-                                   {sum(x, 1).node(), p.node(), labels.node()},
-                                   std::source_location::current())),
-               one_hot(labels, 6, d),
-               dot(x, w),
-               dot(x.T(), x),
-               dot(v, w),
-               dot(x, v),
-               dot(v, v),
-               reshape(x.T(), {-1}),
-               dimshuffle(v, {-1, 0}) * x,
-               // The fused ops the stabilize/specialize rewrites produce.
-               nnet::crossentropy_softmax(x, labels),
-               nnet::crossentropy_softmax(x, p),
-               nnet::crossentropy_softmax(v, nnet::softmax(v)),
-               softmax_grad(x * 0.5, p),
-               softmax_grad(v, nnet::softmax(v)),
-               crossentropy_softmax_1hot_dx(sum(x, 1), p, labels),
-               gemm(0.5, x, w),
-               gemm(dot(x.T(), x), -2.0, x, x, 0.25, true, false),
-               gemm(dot(w.T(), x.T()), 1.0, w, x, -1.0, true, true)};
+  c.outputs = {
+      p, nnet::log_softmax(x * 2.0), nnet::softmax(v), nnet::categorical_crossentropy(p, labels),
+      Variable(make_apply(std::make_shared<CrossentropyCategorical1HotGrad>(),
+                          {sum(x, 1).node(), p.node(), labels.node()},
+                          std::source_location::current())),
+      one_hot(labels, 6, d), dot(x, w), dot(x.T(), x), dot(v, w), dot(x, v), dot(v, v),
+      reshape(x.T(), {-1}), dimshuffle(v, {-1, 0}) * x,
+      // The fused ops the stabilize/specialize rewrites produce.
+      nnet::crossentropy_softmax(x, labels), nnet::crossentropy_softmax(x, p),
+      nnet::crossentropy_softmax(v, nnet::softmax(v)), softmax_grad(x * 0.5, p),
+      softmax_grad(v, nnet::softmax(v)), crossentropy_softmax_1hot_dx(sum(x, 1), p, labels),
+      gemm(0.5, x, w), gemm(dot(x.T(), x), -2.0, x, x, 0.25, true, false),
+      gemm(dot(w.T(), x.T()), 1.0, w, x, -1.0, true, true)};
   c.args = {sample({4, 6}, d, 11), sample({6, 5}, d, 12), sample({6}, d, 13),
             Tensor::from_vector<std::int32_t>({0, 5, 2, 3})};
   return c;
@@ -203,7 +197,6 @@ inline void compare_backends(const Case& c, const std::string& backend, double r
   }
 }
 
-
 // ---- random graphs -----------------------------------------------------------------
 
 struct RandomGraph {
@@ -245,7 +238,9 @@ inline RandomGraph random_graph(std::uint64_t seed) {
   if (pick(3) == 0) input({-1, -1}, {R, C}, Dtype::Int32);
   if (pick(3) == 0) input({}, {}, fdt);
   auto is_mat = [](const Entry& e) { return e.rt.size() == 2 && e.rt[0] > 1 && e.rt[1] > 1; };
-  auto any = [&]() -> Entry& { return pool[static_cast<std::size_t>(pick(static_cast<int>(pool.size())))]; };
+  auto any = [&]() -> Entry& {
+    return pool[static_cast<std::size_t>(pick(static_cast<int>(pool.size())))];
+  };
   auto any_float = [&]() -> Entry {
     Entry e = any();
     if (!is_float(e.v.dtype())) e.v = cast(e.v, fdt);
@@ -275,9 +270,15 @@ inline RandomGraph random_graph(std::uint64_t seed) {
     auto bs = bshape(a.rt, b.rt);
     try {
       switch (pick(16)) {
-        case 0: pool.push_back({tanh(a.v) * 2.0 + sigmoid(a.v), a.rt}); break;
-        case 1: pool.push_back({log(abs(a.v) + 1.0) - sqrt(abs(a.v)), a.rt}); break;
-        case 2: pool.push_back({exp(tanh(a.v)) * sqr(a.v) - softplus(a.v), a.rt}); break;
+        case 0:
+          pool.push_back({tanh(a.v) * 2.0 + sigmoid(a.v), a.rt});
+          break;
+        case 1:
+          pool.push_back({log(abs(a.v) + 1.0) - sqrt(abs(a.v)), a.rt});
+          break;
+        case 2:
+          pool.push_back({exp(tanh(a.v)) * sqr(a.v) - softplus(a.v), a.rt});
+          break;
         case 3:
           if (bs) pool.push_back({a.v * b.v + (a.v - b.v), *bs});
           break;
@@ -297,14 +298,24 @@ inline RandomGraph random_graph(std::uint64_t seed) {
           Variable r;
           Shape rs;
           switch (pick(4)) {
-            case 0: r = axis < 0 ? sum(a.v) : sum(a.v, axis, keep); break;
-            case 1: r = axis < 0 ? mean(a.v) : mean(a.v, axis, keep); break;
-            case 2: r = axis < 0 ? max(a.v) : max(a.v, axis, keep); break;
-            default: r = axis < 0 ? min(a.v) : min(a.v, axis, keep); break;
+            case 0:
+              r = axis < 0 ? sum(a.v) : sum(a.v, axis, keep);
+              break;
+            case 1:
+              r = axis < 0 ? mean(a.v) : mean(a.v, axis, keep);
+              break;
+            case 2:
+              r = axis < 0 ? max(a.v) : max(a.v, axis, keep);
+              break;
+            default:
+              r = axis < 0 ? min(a.v) : min(a.v, axis, keep);
+              break;
           }
           for (int d = 0; d < static_cast<int>(a.rt.size()); ++d)
-            if (axis >= 0 && d != axis) rs.push_back(a.rt[static_cast<std::size_t>(d)]);
-            else if (axis >= 0 && keep) rs.push_back(1);
+            if (axis >= 0 && d != axis)
+              rs.push_back(a.rt[static_cast<std::size_t>(d)]);
+            else if (axis >= 0 && keep)
+              rs.push_back(1);
           pool.push_back({r, rs});
           break;
         }
@@ -362,7 +373,9 @@ inline RandomGraph random_graph(std::uint64_t seed) {
   std::size_t n_in = g.inputs.size();
   for (std::size_t k = pool.size() > n_in + 2 ? pool.size() - 2 : n_in; k < pool.size(); ++k)
     g.outputs.push_back(pool[k].v);
-  if (pool.size() > n_in) g.outputs.push_back(pool[n_in + static_cast<std::size_t>(pick(static_cast<int>(pool.size() - n_in)))].v);
+  if (pool.size() > n_in)
+    g.outputs.push_back(
+        pool[n_in + static_cast<std::size_t>(pick(static_cast<int>(pool.size() - n_in)))].v);
   if (g.outputs.empty()) g.outputs.push_back(pool.back().v);
   // The gradient of a scalar touching every float result w.r.t. the first input: it runs
   // the vjps (softmax_grad, cross-entropy, dot, reductions, slices) backwards.
@@ -411,7 +424,8 @@ inline int fuzz_backend(const std::string& backend, std::uint64_t first, int n, 
     try {
       want = function(c.inputs, c.outputs, {}, ro)(c.args);
     } catch (const Error& e) {
-      MESSAGE("reference rejected batch at seed " << first + static_cast<std::uint64_t>(start) << ": " << e.what());
+      MESSAGE("reference rejected batch at seed " << first + static_cast<std::uint64_t>(start)
+                                                  << ": " << std::string(e.what()));
       continue;
     }
     std::vector<Tensor> got;
@@ -421,13 +435,14 @@ inline int fuzz_backend(const std::string& backend, std::uint64_t first, int n, 
       auto again = f(c.args);  // the replayed (captured) path too
       for (std::size_t i = 0; i < got.size(); ++i)
         if (!same_values(again[i], got[i], 0, 0)) {
-          FAIL_CHECK("replay differs from the first call at output " << i << " of batch at seed "
-                         << first + static_cast<std::uint64_t>(start));
+          FAIL_CHECK("replay differs from the first call at output "
+                     << i << " of batch at seed " << first + static_cast<std::uint64_t>(start));
           ++bad;
         }
     } catch (const Error& e) {
       FAIL_CHECK("backend " << backend << " threw on batch at seed "
-                     << first + static_cast<std::uint64_t>(start) << ": " << e.what());
+                            << first + static_cast<std::uint64_t>(start) << ": "
+                            << std::string(e.what()));
       ++bad;
       continue;
     }
@@ -439,16 +454,111 @@ inline int fuzz_backend(const std::string& backend, std::uint64_t first, int n, 
         const RandomGraph& rg = gs[owner[i].first];
         if (!graph_bad[owner[i].first]) {
           FAIL_CHECK("random graph seed " << rg.seed << " output " << owner[i].second << " ("
-                         << c.outputs[i].describe() << ") differs on " << backend
-                         << "\n  got  " << got[i].to_string() << "\n  want " << want[i].to_string());
+                                          << c.outputs[i].describe() << ") differs on " << backend
+                                          << "\n  got  " << got[i].to_string() << "\n  want "
+                                          << want[i].to_string());
           ++bad;
         }
         graph_bad[owner[i].first] = 1;
       }
     }
   }
-  MESSAGE("random graphs: " << n << " graphs, " << bad << " mismatches (backend " << backend << ")");
+  MESSAGE("random graphs: " << n << " graphs, " << bad << " mismatches (backend " << backend
+                            << ")");
   return bad;
 }
+
+#if THEA_HAVE_CUDA
+// Each Runtime operation on its own (module load, launch, copies, cuBLAS direct and
+// indirect, capture/replay), so a failure names the CUDA feature that broke.
+inline void runtime_smoke(cuda::Runtime& rt) {
+  std::shared_ptr<cuda::Module> mod;
+  REQUIRE_NOTHROW(mod = rt.load_module(R"(
+extern "C" __global__ void __launch_bounds__(1024) smoke(const thea_params<3> p, const long long* __restrict__ args) {
+  const long long n = p.w[0];
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    ((float*)p.w[2])[i] = thea_mul<float>(((const float*)p.w[1])[i], (float)thea_arg_f64(args, 0));
+}
+#ifdef THEA_EMU
+extern "C" void smoke__emu(const long long* p, const long long* a) {
+  smoke(*reinterpret_cast<const thea_params<3>*>(p), a);
+}
+#endif
+)",
+                                       "smoke"));
+  MESSAGE("module compiled in " << mod->compile_seconds << " s (cache: " << mod->from_cache << ")");
+  void* k = nullptr;
+  REQUIRE_NOTHROW(k = mod->kernel("smoke"));
+  cuda::Stream s = rt.create_stream();
+  const int n = 1000;
+  std::vector<float> x(n), y(n, -1);
+  for (int i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(i);
+  cuda::DeviceBuffer dx(&rt.allocator(), n * 4), dy(&rt.allocator(), n * 4),
+      da(&rt.allocator(), 64);
+  double three = 3.0;
+  std::int64_t args[8] = {};
+  std::memcpy(&args[0], &three, 8);
+  float one = 1.0f, zero = 0.0f;
+  std::memcpy(&args[1], &one, 4);
+  std::memcpy(&args[2], &zero, 4);
+  SUBCASE("copies and a kernel launch") {
+    rt.memcpy_h2d(dx.get(), x.data(), n * 4, s);
+    rt.memcpy_h2d(da.get(), args, sizeof args, s);
+    std::int64_t params[3] = {n, reinterpret_cast<std::int64_t>(dx.get()),
+                              reinterpret_cast<std::int64_t>(dy.get())};
+    REQUIRE_NOTHROW(rt.launch(k, cuda::elementwise_config(n, rt.info()), params, 3,
+                              static_cast<const std::int64_t*>(da.get()), s));
+    rt.memcpy_d2h(y.data(), dy.get(), n * 4, s);
+    REQUIRE_NOTHROW(rt.synchronize(s));
+    CHECK(y[999] == 2997.0f);
+    CHECK(y[1] == 3.0f);
+  }
+  SUBCASE("cuBLAS gemm, direct and indirect, alpha/beta in device memory") {
+    // A (2x3) . B (3x2), row-major.
+    std::vector<float> a = {1, 2, 3, 4, 5, 6}, b = {1, 0, 0, 1, 1, 1}, c(4, -1), c2(4, -1);
+    cuda::DeviceBuffer ga(&rt.allocator(), 24), gb(&rt.allocator(), 24), gc(&rt.allocator(), 16),
+        gp(&rt.allocator(), 24);
+    rt.memcpy_h2d(ga.get(), a.data(), 24, s);
+    rt.memcpy_h2d(gb.get(), b.data(), 24, s);
+    rt.memcpy_h2d(da.get(), args, sizeof args, s);
+    cuda::MatView A{ga.get(), 2, 3, 3, 1}, B{gb.get(), 3, 2, 2, 1}, C{gc.get(), 2, 2, 2, 1};
+    auto plan = cuda::plan_gemm(A, B, C);
+    REQUIRE(plan.ok);
+    const auto* dargs = static_cast<const std::int64_t*>(da.get());
+    REQUIRE_NOTHROW(rt.gemm(Dtype::Float32, plan, dargs + 1, A, B, dargs + 2, C, s));
+    rt.memcpy_d2h(c.data(), gc.get(), 16, s);
+    rt.synchronize(s);
+    CHECK(c == std::vector<float>{4, 5, 10, 11});
+    void* ptrs[3] = {ga.get(), gb.get(), gc.get()};
+    rt.memcpy_h2d(gp.get(), ptrs, 24, s);
+    auto* dp = static_cast<void* const*>(gp.get());
+    rt.memset_d(gc.get(), 0, 16, s);
+    REQUIRE_NOTHROW(
+        rt.gemm_indirect(Dtype::Float32, plan, dargs + 1, dp, dp + 1, dargs + 2, dp + 2, s));
+    rt.memcpy_d2h(c2.data(), gc.get(), 16, s);
+    rt.synchronize(s);
+    CHECK(c2 == std::vector<float>{4, 5, 10, 11});
+  }
+  SUBCASE("stream capture and replay") {
+    rt.memcpy_h2d(dx.get(), x.data(), n * 4, s);
+    rt.memcpy_h2d(da.get(), args, sizeof args, s);
+    std::int64_t params[3] = {n, reinterpret_cast<std::int64_t>(dx.get()),
+                              reinterpret_cast<std::int64_t>(dy.get())};
+    rt.synchronize(s);
+    rt.begin_capture(s);
+    rt.launch(k, cuda::elementwise_config(n, rt.info()), params, 3,
+              static_cast<const std::int64_t*>(da.get()), s);
+    rt.memcpy_d2d(dx.get(), dy.get(), n * 4, s);
+    auto g = rt.end_capture(s);
+    REQUIRE(g != nullptr);
+    g->launch(s);
+    g->launch(s);  // x * 3 * 3
+    rt.memcpy_d2h(y.data(), dy.get(), n * 4, s);
+    rt.synchronize(s);
+    CHECK(y[10] == 90.0f);
+  }
+  rt.destroy_stream(s);
+}
+#endif  // THEA_HAVE_CUDA
 
 }  // namespace thea::cuda_tests

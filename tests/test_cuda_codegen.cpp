@@ -114,8 +114,8 @@ TEST_CASE("bad labels raise a ValueError after the kernel ran") {
   Variable labels = ivector("labels");
   FunctionOptions eo;
   eo.backend = "cuda_emu";
-  Function f = function({x, labels}, {nnet::categorical_crossentropy(nnet::softmax(x), labels)},
-                        {}, eo);
+  Function f =
+      function({x, labels}, {nnet::categorical_crossentropy(nnet::softmax(x), labels)}, {}, eo);
   Tensor xv = Tensor::random_normal({3, 4}, 0, 1, 1);
   CHECK_NOTHROW(f({xv, Tensor::from_vector<std::int32_t>({0, 1, 3})}));
   try {

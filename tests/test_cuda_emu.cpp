@@ -4,16 +4,19 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "fuzz/graph_gen.hpp"
 #include "test_cuda_cases.hpp"
 #include "thea/thea.hpp"
 
 #if THEA_HAVE_CUDA
 #include "cuda/cuda_backend.hpp"
 #include "cuda/program.hpp"
+#include "cuda/runtime.hpp"
 
 using namespace thea;
 
@@ -62,6 +65,10 @@ void check_same(const std::vector<Variable>& inputs, const std::vector<Variable>
 
 }  // namespace
 
+TEST_CASE("cuda_emu: runtime smoke (the checks gpu-check runs first on a GPU)") {
+  cuda_tests::runtime_smoke(cuda::emu_runtime());
+}
+
 TEST_CASE("cuda_emu: fused elementwise chain with broadcasting") {
   Variable x = fmatrix("x");
   Variable b = tensor(Dtype::Float32, Shape{1, -1}, "b");
@@ -74,8 +81,9 @@ TEST_CASE("cuda_emu: fused elementwise chain with broadcasting") {
 TEST_CASE("cuda_emu: reductions over every axis pattern") {
   Variable x = dtensor3("x");
   Tensor xv = Tensor::random_normal({3, 4, 5}, 0, 1, 3, Dtype::Float64);
-  check_same({x}, {sum(x), sum(x, 0), sum(x, 1), sum(x, 2), mean(x, std::vector<int>{0, 2}),
-                   max(x, 1), min(x, std::vector<int>{1, 2}), prod(x, 2, true)},
+  check_same({x},
+             {sum(x), sum(x, 0), sum(x, 1), sum(x, 2), mean(x, std::vector<int>{0, 2}), max(x, 1),
+              min(x, std::vector<int>{1, 2}), prod(x, 2, true)},
              {xv}, 1e-9, 1e-12);
 }
 
@@ -143,6 +151,42 @@ TEST_CASE("cuda_emu: long rows use several warps per row (shared-memory combine)
              {xv, vv}, 1e-5, 1e-5);
 }
 
+TEST_CASE("cuda_emu: calls alternating shapes and host scalars reuse their resolved state") {
+  register_emu();
+  Variable x = fmatrix("x"), s = fscalar("s");
+  Variable k = lscalar("k");
+  Variable y = sum(subtensor(x, {Slice(k, std::nullopt)}) * s, 1);
+  Function ref = function({x, s, k}, {y}, {}, on("reference"));
+  Function emu = function({x, s, k}, {y}, {}, on("cuda_emu"));
+  Tensor a = Tensor::random_normal({5, 3}, 0, 1, 1), b = Tensor::random_normal({7, 4}, 0, 1, 2);
+  for (int round = 0; round < 3; ++round)
+    for (const Tensor& t : {a, b})
+      for (double sv : {0.5, -2.0})
+        for (std::int64_t kv : {0, 2}) {
+          std::vector<Tensor> args = {t, Tensor::scalar(sv),
+                                      Tensor::scalar(static_cast<double>(kv), Dtype::Int64)};
+          CHECK(allclose(emu(args)[0], ref(args)[0], 1e-5, 1e-6));
+        }
+}
+
+TEST_CASE("cuda_emu: shared variables move between backends and functions") {
+  register_emu();
+  Variable w = shared(Tensor::from_list({{1, 2}, {3, 4}}), "w");
+  Variable x = fmatrix("x");
+  Function step_dev = function({x}, {sum(w)}, {{w, w * 2.0f + x}}, on("cuda_emu"));
+  Function step_ref = function({x}, {sum(w)}, {{w, w * 2.0f + x}}, on("reference"));
+  Function read_dev = function({}, {w * 1.0f}, {}, on("cuda_emu"));
+  Tensor one = Tensor::ones({2, 2});
+  CHECK(step_dev({one})[0].item<float>() == 10);  // w becomes 2w + 1 on the device
+  CHECK(allclose(w.get_value(), Tensor::from_list({{3, 5}, {7, 9}})));
+  CHECK(step_ref({one})[0].item<float>() == 24);  // the host reads the device copy back
+  CHECK(step_dev({one})[0].item<float>() == 52);  // ...and the device re-reads the host's
+  w.set_value(Tensor::from_list({{0, 0}, {0, 1}}));
+  CHECK(allclose(read_dev({})[0], Tensor::from_list({{0, 0}, {0, 1}})));
+  CHECK(step_dev({one})[0].item<float>() == 1);
+  CHECK(allclose(w.get_value(), Tensor::from_list({{1, 1}, {1, 3}})));
+}
+
 TEST_CASE("cuda_emu: random graphs agree with the reference") {
   register_emu();
   // Few graphs in CI (the emulator compiles with the host compiler); scripts/gpu-check
@@ -150,6 +194,47 @@ TEST_CASE("cuda_emu: random graphs agree with the reference") {
   int n = 24;
   if (const char* env = std::getenv("THEA_EMU_FUZZ")) n = std::atoi(env);
   CHECK(cuda_tests::fuzz_backend("cuda_emu", 1000, n, 8) == 0);
+}
+
+// Seeds of the shared generator (v1) that found CUDA-backend bugs: 11, 16, 19 (a memoized
+// call reused the first call's input tensors in host steps), 117 (a copy kernel wrote a
+// dynamic view's output through an unassigned argument slot).
+TEST_CASE("cuda_emu: fuzz regression seeds") {
+  register_emu();
+  REQUIRE(fuzz::kGeneratorVersion == 1);
+  for (std::uint64_t seed : {11, 16, 19, 117}) {
+    FunctionOptions a, b;
+    a.backend = "cuda_emu";
+    b.backend = "reference";
+    const auto r = fuzz::compare_backends(seed, a, b);
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+}
+
+// The project's shared random-graph generator (tests/fuzz): shared variables with updates,
+// symbolic slices, take/inc_rows, concatenate, the SGD gemm pattern, several calls each.
+TEST_CASE("cuda_emu: the shared fuzz generator's graphs agree with the reference") {
+  register_emu();
+  std::uint64_t first = 1, n = 40;
+  if (const char* env = std::getenv("THEA_FUZZ_SEED")) first = std::strtoull(env, nullptr, 10);
+  if (const char* env = std::getenv("THEA_FUZZ_COUNT")) n = std::strtoull(env, nullptr, 10);
+  int bad = 0;
+  const bool verbose = std::getenv("THEA_FUZZ_VERBOSE") != nullptr;
+  for (std::uint64_t seed = first; seed < first + n; ++seed) {
+    if (verbose) std::fprintf(stderr, "fuzz seed %llu\n", static_cast<unsigned long long>(seed));
+    FunctionOptions a, b;
+    a.backend = "cuda_emu";
+    b.backend = "reference";
+    const auto r = fuzz::compare_backends(seed, a, b);
+    if (!r.ok) {
+      ++bad;
+      if (bad <= 3)
+        FAIL_CHECK(r.message);
+      else
+        FAIL_CHECK("seed " << seed << " differs");
+    }
+  }
+  MESSAGE("fuzz generator on cuda_emu: " << n << " graphs, " << bad << " mismatches");
 }
 
 #endif  // THEA_HAVE_CUDA

@@ -5,11 +5,13 @@
 // is skipped and passes (CI); scripts/gpu-check runs this suite on a GPU machine.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "fuzz/graph_gen.hpp"
 #include "test_cuda_cases.hpp"
 #include "thea/thea.hpp"
 
@@ -52,85 +54,7 @@ TEST_CASE("gpu: the device comes up") {
 // Each Runtime operation on its own, so a failure names the CUDA feature that broke.
 TEST_CASE("gpu: runtime smoke (module load, launch, copies, cuBLAS, graph capture)") {
   if (!gpu_or_skip()) return;
-  cuda::Runtime& rt = cuda::cuda_runtime();
-  std::shared_ptr<cuda::Module> mod;
-  REQUIRE_NOTHROW(mod = rt.load_module(R"(
-extern "C" __global__ void __launch_bounds__(1024) smoke(const thea_params<3> p, const long long* __restrict__ args) {
-  const long long n = p.w[0];
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-    ((float*)p.w[2])[i] = thea_mul<float>(((const float*)p.w[1])[i], (float)thea_arg_f64(args, 0));
-}
-)", "smoke"));
-  MESSAGE("module compiled in " << mod->compile_seconds << " s (cache: " << mod->from_cache << ")");
-  void* k = nullptr;
-  REQUIRE_NOTHROW(k = mod->kernel("smoke"));
-  cuda::Stream s = rt.create_stream();
-  const int n = 1000;
-  std::vector<float> x(n), y(n, -1);
-  for (int i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = static_cast<float>(i);
-  cuda::DeviceBuffer dx(&rt.allocator(), n * 4), dy(&rt.allocator(), n * 4), da(&rt.allocator(), 64);
-  double three = 3.0;
-  std::int64_t args[8] = {};
-  std::memcpy(&args[0], &three, 8);
-  float one = 1.0f, zero = 0.0f;
-  std::memcpy(&args[1], &one, 4);
-  std::memcpy(&args[2], &zero, 4);
-  SUBCASE("copies and a kernel launch") {
-    rt.memcpy_h2d(dx.get(), x.data(), n * 4, s);
-    rt.memcpy_h2d(da.get(), args, sizeof args, s);
-    std::int64_t params[3] = {n, reinterpret_cast<std::int64_t>(dx.get()),
-                              reinterpret_cast<std::int64_t>(dy.get())};
-    REQUIRE_NOTHROW(rt.launch(k, cuda::elementwise_config(n, rt.info()), params, 3,
-                              static_cast<const std::int64_t*>(da.get()), s));
-    rt.memcpy_d2h(y.data(), dy.get(), n * 4, s);
-    REQUIRE_NOTHROW(rt.synchronize(s));
-    CHECK(y[999] == 2997.0f);
-    CHECK(y[1] == 3.0f);
-  }
-  SUBCASE("cuBLAS gemm, direct and indirect, alpha/beta in device memory") {
-    // A (2x3) . B (3x2), row-major.
-    std::vector<float> a = {1, 2, 3, 4, 5, 6}, b = {1, 0, 0, 1, 1, 1}, c(4, -1), c2(4, -1);
-    cuda::DeviceBuffer ga(&rt.allocator(), 24), gb(&rt.allocator(), 24), gc(&rt.allocator(), 16),
-        gp(&rt.allocator(), 24);
-    rt.memcpy_h2d(ga.get(), a.data(), 24, s);
-    rt.memcpy_h2d(gb.get(), b.data(), 24, s);
-    rt.memcpy_h2d(da.get(), args, sizeof args, s);
-    cuda::MatView A{ga.get(), 2, 3, 3, 1}, B{gb.get(), 3, 2, 2, 1}, C{gc.get(), 2, 2, 2, 1};
-    auto plan = cuda::plan_gemm(A, B, C);
-    REQUIRE(plan.ok);
-    const auto* dargs = static_cast<const std::int64_t*>(da.get());
-    REQUIRE_NOTHROW(rt.gemm(Dtype::Float32, plan, dargs + 1, A, B, dargs + 2, C, s));
-    rt.memcpy_d2h(c.data(), gc.get(), 16, s);
-    rt.synchronize(s);
-    CHECK(c == std::vector<float>{4, 5, 10, 11});
-    void* ptrs[3] = {ga.get(), gb.get(), gc.get()};
-    rt.memcpy_h2d(gp.get(), ptrs, 24, s);
-    auto* dp = static_cast<void* const*>(gp.get());
-    rt.memset_d(gc.get(), 0, 16, s);
-    REQUIRE_NOTHROW(rt.gemm_indirect(Dtype::Float32, plan, dargs + 1, dp, dp + 1, dargs + 2, dp + 2, s));
-    rt.memcpy_d2h(c2.data(), gc.get(), 16, s);
-    rt.synchronize(s);
-    CHECK(c2 == std::vector<float>{4, 5, 10, 11});
-  }
-  SUBCASE("stream capture and replay") {
-    rt.memcpy_h2d(dx.get(), x.data(), n * 4, s);
-    rt.memcpy_h2d(da.get(), args, sizeof args, s);
-    std::int64_t params[3] = {n, reinterpret_cast<std::int64_t>(dx.get()),
-                              reinterpret_cast<std::int64_t>(dy.get())};
-    rt.synchronize(s);
-    rt.begin_capture(s);
-    rt.launch(k, cuda::elementwise_config(n, rt.info()), params, 3,
-              static_cast<const std::int64_t*>(da.get()), s);
-    rt.memcpy_d2d(dx.get(), dy.get(), n * 4, s);
-    auto g = rt.end_capture(s);
-    REQUIRE(g != nullptr);
-    g->launch(s);
-    g->launch(s);  // x * 3 * 3
-    rt.memcpy_d2h(y.data(), dy.get(), n * 4, s);
-    rt.synchronize(s);
-    CHECK(y[10] == 90.0f);
-  }
-  rt.destroy_stream(s);
+  runtime_smoke(cuda::cuda_runtime());
 }
 
 TEST_CASE("gpu: every elementwise op and reduction, every dtype") {
@@ -154,10 +78,18 @@ TEST_CASE("gpu: large shapes: grid-stride loops, long rows, many rows") {
   Case c;
   Variable x = fmatrix("x"), r = fmatrix("r"), y = fvector("y");
   c.inputs = {x, r, y};
-  c.outputs = {exp(x * 0.1f) + 1.0f,         sum(x, 1),        sum(x, 0),
-               mean(x),                       max(x, 1),        argmax(x, 1),
-               argmin(x, 0),                  nnet::softmax(r), nnet::log_softmax(r),
-               sum(y),                        argmax(y),        dot(x.T(), x)};
+  c.outputs = {exp(x * 0.1f) + 1.0f,
+               sum(x, 1),
+               sum(x, 0),
+               mean(x),
+               max(x, 1),
+               argmax(x, 1),
+               argmin(x, 0),
+               nnet::softmax(r),
+               nnet::log_softmax(r),
+               sum(y),
+               argmax(y),
+               dot(x.T(), x)};
   c.args = {Tensor::random_normal({3000, 700}, 0, 1, 1), Tensor::random_normal({7, 50000}, 0, 1, 2),
             Tensor::random_normal({3000000}, 0, 1, 3)};
   compare_backends(c, "cuda", 2e-4, 2e-4);
@@ -209,8 +141,8 @@ TEST_CASE("gpu: shared variables move between backends and functions") {
   Tensor one = Tensor::ones({2, 2});
   CHECK(step_gpu({one})[0].item<float>() == 10);  // 1+2+3+4; w becomes 2w+1
   CHECK(allclose(w.get_value(), Tensor::from_list({{3, 5}, {7, 9}})));
-  CHECK(step_ref({one})[0].item<float>() == 24);  // reads the device copy back
-  CHECK(step_gpu({one})[0].item<float>() == 52);  // w was updated on the host: re-uploaded
+  CHECK(step_ref({one})[0].item<float>() == 24);     // reads the device copy back
+  CHECK(step_gpu({one})[0].item<float>() == 52);     // w was updated on the host: re-uploaded
   w.set_value(Tensor::from_list({{0, 0}, {0, 1}}));  // the device copy must be refreshed
   CHECK(allclose(read_gpu({})[0], Tensor::from_list({{0, 0}, {0, 1}})));
   CHECK(step_gpu({one})[0].item<float>() == 1);
@@ -221,8 +153,8 @@ TEST_CASE("gpu: bad labels raise a ValueError") {
   if (!gpu_or_skip()) return;
   Variable x = fmatrix("x");
   Variable labels = ivector("labels");
-  Function f = function({x, labels}, {nnet::categorical_crossentropy(nnet::softmax(x), labels)},
-                        {}, on("cuda"));
+  Function f = function({x, labels}, {nnet::categorical_crossentropy(nnet::softmax(x), labels)}, {},
+                        on("cuda"));
   Tensor xv = Tensor::random_normal({3, 4}, 0, 1, 1);
   CHECK_NOTHROW(f({xv, Tensor::from_vector<std::int32_t>({0, 1, 3})}));
   CHECK_THROWS_AS(f({xv, Tensor::from_vector<std::int32_t>({0, 4, 1})}), ValueError);
@@ -233,7 +165,32 @@ TEST_CASE("gpu: random graphs agree with the reference") {
   if (!gpu_or_skip()) return;
   int n = 100;
   if (const char* env = std::getenv("THEA_GPU_FUZZ")) n = std::atoi(env);
-  CHECK(fuzz_backend("cuda", 5000, n, 10) == 0);
+  CHECK(fuzz_backend("cuda", 5000, n, 12) == 0);
+}
+
+TEST_CASE("gpu: random graphs from the shared fuzz generator agree with the reference") {
+  if (!gpu_or_skip()) return;
+  std::uint64_t first = 1, n = 200;
+  if (const char* env = std::getenv("THEA_FUZZ_SEED")) first = std::strtoull(env, nullptr, 10);
+  if (const char* env = std::getenv("THEA_FUZZ_COUNT")) n = std::strtoull(env, nullptr, 10);
+  int bad = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  std::uint64_t ran = 0;
+  for (std::uint64_t seed = first; seed < first + n; ++seed, ++ran) {
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > 60) break;
+    FunctionOptions a, b;
+    a.backend = "cuda";
+    b.backend = "reference";
+    const auto r = fuzz::compare_backends(seed, a, b);
+    if (!r.ok) {
+      ++bad;
+      if (bad <= 3)
+        FAIL_CHECK(r.message);
+      else
+        FAIL_CHECK("seed " << seed << " differs");
+    }
+  }
+  MESSAGE("random graphs: " << ran << " graphs, " << bad << " mismatches (fuzz generator, cuda)");
 }
 
 #endif  // THEA_HAVE_CUDA

@@ -2,7 +2,6 @@
 // sm_90 cubin, the on-disk kernel cache, the caching allocator's bookkeeping, launch
 // configurations, cuBLAS call planning, and the driverless error path.
 #include <doctest/doctest.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -145,8 +144,9 @@ TEST_CASE("kernel cache: hit after store, keyed by source, options and arch") {
   std::string dir = scratch_dir("cache");
   cuda::KernelCache cache(dir);
   REQUIRE(cache.enabled());
-  std::string src = cuda::kernel_prelude() +
-                    "extern \"C\" __global__ void k(float* x) { x[threadIdx.x] = thea_exp(1.0f); }\n";
+  std::string src =
+      cuda::kernel_prelude() +
+      "extern \"C\" __global__ void k(float* x) { x[threadIdx.x] = thea_exp(1.0f); }\n";
   auto opts = cuda::default_nvrtc_options();
   auto first = cuda::compile_cuda(src, {90, true}, opts, &cache);
   CHECK_FALSE(first.from_cache);
@@ -319,7 +319,7 @@ TEST_CASE("caching allocator: out of memory frees the cache, then reports clearl
   std::map<void*, std::size_t> raw_live;
   cuda::CachingAllocator alloc(std::make_unique<FakeMemory>(8 << 20, &raw_live));
   void* a = alloc.allocate(4 << 20);
-  alloc.deallocate(a);  // 4 MiB cached
+  alloc.deallocate(a);                // 4 MiB cached
   void* b = alloc.allocate(6 << 20);  // needs the cached block's memory back
   CHECK(b != nullptr);
   CHECK(alloc.stats().cached_bytes == 0);

@@ -182,3 +182,31 @@ TEST_CASE("accuracy and confusion_matrix") {
   CHECK_THROWS_WITH_AS(models::confusion_matrix(pred, truth, 2), doctest::Contains("example 2"),
                        thea::ValueError);
 }
+
+TEST_CASE("every available backend trains the model as the reference does") {
+  Tensor x, y, labels;
+  make_data(30, x, y, labels);
+  auto ref = models::build_softmax_regression(small_options());
+  std::vector<float> ref_costs;
+  for (int step = 0; step < 6; ++step) ref_costs.push_back(ref.train_step(x, y));
+  const Tensor ref_pred = ref.predict_labels(x);
+
+  for (const auto& name : thea::backend_names()) {
+    if (name == "reference") continue;
+    CAPTURE(name);
+    try {
+      thea::get_backend(name);
+    } catch (const thea::BackendError& e) {  // built but cannot run here (no GPU)
+      MESSAGE("skipped: " << std::string(e.what()));
+      continue;
+    }
+    auto o = small_options();
+    o.backend = name;
+    auto m = models::build_softmax_regression(o);
+    CHECK(m.train.backend_name() == name);
+    for (int step = 0; step < 6; ++step)
+      CHECK(m.train_step(x, y) == doctest::Approx(ref_costs[step]).epsilon(1e-4));
+    CHECK(thea::allclose(m.weights(), ref.weights(), 1e-4, 1e-6));
+    CHECK(thea::allclose(m.predict_labels(x), ref_pred, 0, 0));
+  }
+}

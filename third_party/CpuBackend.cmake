@@ -47,3 +47,13 @@ target_compile_definitions(thea PRIVATE
   THEA_HAVE_CPU_PREAMBLE=1
   THEA_HAVE_OPENBLAS=1)
 message(STATUS "thea: cpu backend (JIT compiler ${THEA_JIT_CXX}, OpenBLAS ${OpenBLAS_VERSION})")
+
+# bench/gemm_skinny: OpenBLAS against the generated GEMM micro-kernels on the MNIST shapes
+# (the measurement behind the backend's choice), built with the apps.
+if(THEA_BUILD_APPS AND EXISTS ${_thea_backends_dir}/../bench/gemm_skinny.cpp)
+  add_executable(gemm_skinny ${_thea_backends_dir}/../bench/gemm_skinny.cpp)
+  target_include_directories(gemm_skinny SYSTEM PRIVATE ${OpenBLAS_INCLUDE_DIRS})
+  target_link_libraries(gemm_skinny PRIVATE ${OpenBLAS_LIBRARIES} Threads::Threads)
+  # The same code generation as the JIT's kernels.
+  target_compile_options(gemm_skinny PRIVATE -O3 -march=native -mprefer-vector-width=512)
+endif()

@@ -92,8 +92,7 @@ RunResult run_capture(const std::vector<std::string>& args) {
   if (!WIFEXITED(status) && result.status == -1 && result.output.empty())
     result.output = "'" + args[0] + "' was killed";
   // posix_spawnp reports a missing program through the child's exit status 127.
-  if (result.status == 127 && result.output.empty())
-    result.output = "'" + args[0] + "' not found";
+  if (result.status == 127 && result.output.empty()) result.output = "'" + args[0] + "' not found";
   return result;
 }
 
@@ -170,6 +169,28 @@ bool seal_entry(const std::string& path, const std::string& key) {
   return (::close(fd) == 0) && ok;
 }
 
+void finish_probe(CompilerInfo& cc) {
+  cc.cpu = cpu_identity();
+  cc.vector_bytes = widest_vector_bytes();
+  cc.flags = {"-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-pipe",
+              // errno is never read by kernels; without it sqrt/exp inline. No fast-math:
+              // NaN handling and rounding must match the reference backend.
+              "-fno-math-errno", "-fno-plt", "-w"};
+  if (cc.vector_bytes == 64) cc.flags.push_back("-mprefer-vector-width=512");
+#if defined(__x86_64__)
+  // GCC vectorises exp/log through glibc's libmvec when they are declared SIMD-callable (the
+  // generated source does so under THEA_USE_LIBMVEC); clang has no such attribute.
+  const bool gcc_like = cc.version.find("clang") == std::string::npos;
+  bool have_mvec = false;
+  for (const char* dir : {"/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib"})
+    if (::access((std::string(dir) + "/libmvec.so").c_str(), R_OK) == 0) have_mvec = true;
+  if (gcc_like && have_mvec) {
+    cc.flags.push_back("-DTHEA_USE_LIBMVEC=1");
+    cc.libs.push_back("-lmvec");
+  }
+#endif
+}
+
 }  // namespace
 
 std::uint64_t checksum64(const void* data, std::size_t n, std::uint64_t seed) {
@@ -196,9 +217,51 @@ std::string digest128(const std::string& data) {
   return buf;
 }
 
+// The compiler's file identity (resolved path, size, mtime): it changes whenever the
+// compiler is upgraded, so `--version` (a process spawn, ~5 ms) runs once per compiler and
+// is remembered in the cache folder instead of on every process start.
+std::string compiler_identity(const std::string& path) {
+  std::string resolved = path;
+  if (path.find('/') == std::string::npos) {
+    const char* env_path = std::getenv("PATH");
+    std::stringstream dirs(env_path ? env_path : "/usr/bin:/bin");
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+      std::string cand = (dir.empty() ? "." : dir) + "/" + path;
+      if (::access(cand.c_str(), X_OK) == 0) {
+        resolved = cand;
+        break;
+      }
+    }
+  }
+  std::error_code ec;
+  fs::path real = fs::canonical(resolved, ec);
+  if (ec) return {};
+  struct stat st {};
+  if (::stat(real.c_str(), &st) != 0) return {};
+  return real.string() + "|" + std::to_string(st.st_size) + "|" + std::to_string(st.st_mtime);
+}
+
 CompilerInfo probe_compiler(const std::string& path) {
   CompilerInfo cc;
   cc.path = path;
+  const std::string identity = compiler_identity(path);
+  const std::string cache_env = env_or_empty("THEA_CACHE_DIR");
+  const bool no_cache = cache_env == "off" || cache_env == "0";
+  const std::string memo =
+      identity.empty() || no_cache
+          ? std::string()
+          : KernelCache::default_dir() + "/compiler-" + digest128(identity) + ".txt";
+  if (!memo.empty()) {
+    std::string text;
+    if (read_file(memo, text) && text.rfind(identity + "\n", 0) == 0) {
+      cc.version = first_line(text.substr(identity.size() + 1));
+      if (!cc.version.empty()) {
+        finish_probe(cc);
+        return cc;
+      }
+    }
+  }
   RunResult r = run_capture({path, "--version"});
   if (r.status != 0) {
     cc.unavailable = "the C++ compiler '" + path + "' does not run (" +
@@ -207,13 +270,18 @@ CompilerInfo probe_compiler(const std::string& path) {
     return cc;
   }
   cc.version = first_line(r.output);
-  cc.cpu = cpu_identity();
-  cc.vector_bytes = widest_vector_bytes();
-  cc.flags = {"-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-pipe",
-              // errno is never read by kernels; without it sqrt/exp inline. No fast-math:
-              // NaN handling and rounding must match the reference backend.
-              "-fno-math-errno", "-fno-plt", "-w"};
-  if (cc.vector_bytes == 64) cc.flags.push_back("-mprefer-vector-width=512");
+  if (!memo.empty()) {
+    // Best effort, published atomically like cache entries.
+    std::error_code ec;
+    fs::create_directories(fs::path(memo).parent_path(), ec);
+    std::string tmp = memo + unique_suffix();
+    {
+      std::ofstream out(tmp, std::ios::binary);
+      out << identity << "\n" << cc.version << "\n";
+    }
+    if (::rename(tmp.c_str(), memo.c_str()) != 0) ::unlink(tmp.c_str());
+  }
+  finish_probe(cc);
   return cc;
 }
 
@@ -243,7 +311,8 @@ SharedLibrary::SharedLibrary(const std::string& path) : path_(path) {
   handle_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle_) {
     const char* err = ::dlerror();
-    throw CompileError("cannot load compiled kernels " + path + ": " + (err ? err : "dlopen failed"));
+    throw CompileError("cannot load compiled kernels " + path + ": " +
+                       (err ? err : "dlopen failed"));
   }
 }
 
@@ -263,14 +332,14 @@ void run_compiler(const CompilerInfo& cc, const std::string& source_path,
   if (!cc.unavailable.empty()) throw CompileError(cc.unavailable);
   std::vector<std::string> args{cc.path};
   args.insert(args.end(), cc.flags.begin(), cc.flags.end());
-  args.insert(args.end(), {"-x", "c++", source_path, "-o", out_path});
+  args.insert(args.end(), {"-x", "c++", source_path, "-x", "none", "-o", out_path});
+  args.insert(args.end(), cc.libs.begin(), cc.libs.end());
   RunResult r = run_capture(args);
   if (r.status != 0) {
     std::string log = r.output;
     if (log.size() > 4000) log = log.substr(0, 4000) + "\n... (truncated)";
     throw CompileError("[cpu] compiling kernels failed (" + cc.path + ", exit " +
-                       std::to_string(r.status) + "); source kept at " + source_path + ":\n" +
-                       log);
+                       std::to_string(r.status) + "); source kept at " + source_path + ":\n" + log);
   }
 }
 
@@ -310,6 +379,7 @@ std::string KernelCache::key_for(const std::string& source, const CompilerInfo& 
   std::string key = "thea-cpu-kernels v1\ncompiler: " + cc.path + "\nversion: " + cc.version +
                     "\ncpu: " + cc.cpu + "\nflags:";
   for (const auto& f : cc.flags) key += " " + f;
+  for (const auto& f : cc.libs) key += " " + f;
   key += "\nsource-digest: " + digest128(source) + "\n";
   return key;
 }

@@ -17,6 +17,7 @@ struct CompilerInfo {
   std::string path;                // absolute path or name found on PATH
   std::string version;             // first line of `path --version`
   std::vector<std::string> flags;  // -O3 -march=native ...
+  std::vector<std::string> libs;   // after the source on the command line (-lmvec)
   std::string cpu;                 // model name + ISA features, part of the cache key
   int vector_bytes = 16;           // widest SIMD vector the kernels should use (16/32/64)
   std::string unavailable;         // why the compiler cannot be used, empty when it can
@@ -51,9 +52,9 @@ std::string digest128(const std::string& data);
 struct BuildResult {
   std::shared_ptr<SharedLibrary> library;
   bool cache_hit = false;
-  double seconds = 0;      // lookup + (compile) + load
-  std::string path;        // the loaded .so
-  std::string source_path; // where the source was written when compiled (for debugging)
+  double seconds = 0;       // lookup + (compile) + load
+  std::string path;         // the loaded .so
+  std::string source_path;  // where the source was written when compiled (for debugging)
 };
 
 class KernelCache {

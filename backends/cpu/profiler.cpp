@@ -1,5 +1,8 @@
 #include "profiler.hpp"
 
+#include "thread_pool.hpp"
+
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,27 +38,34 @@ std::string fmt_line(const char* f, ...) {
 
 std::string Registry::profile_report_locked() {
   std::string out;
+  if (!profiles.empty()) {
+    ThreadPool& pool = ThreadPool::global();
+    out += fmt_line("thea profile: thread pool of %d: %llu launches shared with helpers, %llu run "
+                    "alone after helpers stalled\n",
+                    pool.threads(), static_cast<unsigned long long>(pool.helped_launches()),
+                    static_cast<unsigned long long>(pool.solo_launches()));
+  }
   for (const auto& p : profiles) {
     if (!p) continue;
     double ktotal = 0;
     for (const KernelStats& k : p->kernels) ktotal += k.seconds;
-    out += fmt_line("thea profile: function %s: compile %.3f s (%s), %d thread%s, %llu calls, "
-                    "%.3f ms in run() (%.1f us/call; kernels %.3f ms, overhead %.1f us/call)\n",
-                    p->name.c_str(), p->compile_seconds, p->cache_hit ? "kernel cache hit" : "compiled",
-                    p->threads, p->threads == 1 ? "" : "s",
-                    static_cast<unsigned long long>(p->calls), p->run_seconds * 1e3,
-                    p->calls ? p->run_seconds * 1e6 / static_cast<double>(p->calls) : 0.0,
-                    ktotal * 1e3,
-                    p->calls ? (p->run_seconds - ktotal) * 1e6 / static_cast<double>(p->calls) : 0.0);
+    out += fmt_line(
+        "thea profile: function %s: compile %.3f s (%s), %d thread%s, %llu calls, "
+        "%.3f ms in run() (%.1f us/call; kernels %.3f ms, overhead %.1f us/call)\n",
+        p->name.c_str(), p->compile_seconds, p->cache_hit ? "kernel cache hit" : "compiled",
+        p->threads, p->threads == 1 ? "" : "s", static_cast<unsigned long long>(p->calls),
+        p->run_seconds * 1e3, p->calls ? p->run_seconds * 1e6 / static_cast<double>(p->calls) : 0.0,
+        ktotal * 1e3,
+        p->calls ? (p->run_seconds - ktotal) * 1e6 / static_cast<double>(p->calls) : 0.0);
     if (p->kernels.empty()) continue;
     out += fmt_line("  %-12s %10s %12s %7s %12s  %s\n", "kernel", "calls", "time (ms)", "share",
                     "us/call", "ops");
     for (const KernelStats& k : p->kernels) {
-      out += fmt_line("  %-12s %10llu %12.3f %6.1f%% %12.2f  %s\n", k.name.c_str(),
-                      static_cast<unsigned long long>(k.calls), k.seconds * 1e3,
-                      ktotal > 0 ? 100.0 * k.seconds / ktotal : 0.0,
-                      k.calls ? k.seconds * 1e6 / static_cast<double>(k.calls) : 0.0,
-                      k.what.c_str());
+      out +=
+          fmt_line("  %-12s %10llu %12.3f %6.1f%% %12.2f  %s\n", k.name.c_str(),
+                   static_cast<unsigned long long>(k.calls), k.seconds * 1e3,
+                   ktotal > 0 ? 100.0 * k.seconds / ktotal : 0.0,
+                   k.calls ? k.seconds * 1e6 / static_cast<double>(k.calls) : 0.0, k.what.c_str());
     }
   }
   return out;

@@ -11,8 +11,8 @@
 namespace thea::cpu {
 
 struct KernelStats {
-  std::string name;      // "k0_gemm"
-  std::string what;      // the ops it computes
+  std::string name;  // "k0_gemm"
+  std::string what;  // the ops it computes
   std::uint64_t calls = 0;
   double seconds = 0;
 };

@@ -14,12 +14,18 @@ using namespace thea::sched;
 
 const char* c_type(Dtype d) {
   switch (d) {
-    case Dtype::Bool: return "bool";
-    case Dtype::UInt8: return "uint8_t";
-    case Dtype::Int32: return "int32_t";
-    case Dtype::Int64: return "int64_t";
-    case Dtype::Float32: return "float";
-    case Dtype::Float64: return "double";
+    case Dtype::Bool:
+      return "bool";
+    case Dtype::UInt8:
+      return "uint8_t";
+    case Dtype::Int32:
+      return "int32_t";
+    case Dtype::Int64:
+      return "int64_t";
+    case Dtype::Float32:
+      return "float";
+    case Dtype::Float64:
+      return "double";
   }
   return "double";
 }
@@ -29,24 +35,40 @@ namespace {
 std::string literal(double v, Dtype d) {
   char buf[64];
   switch (d) {
-    case Dtype::Bool: return v != 0 ? "true" : "false";
+    case Dtype::Bool:
+      return v != 0 ? "true" : "false";
     case Dtype::UInt8:
     case Dtype::Int32:
     case Dtype::Int64:
-      std::snprintf(buf, sizeof buf, "((%s)INT64_C(%lld))", c_type(d),
-                    static_cast<long long>(v));
+      std::snprintf(buf, sizeof buf, "((%s)INT64_C(%lld))", c_type(d), static_cast<long long>(v));
       return buf;
     case Dtype::Float32:
     case Dtype::Float64: {
       const char* t = c_type(d);
       if (std::isnan(v)) return std::string("((") + t + ")__builtin_nan(\"\"))";
-      if (std::isinf(v)) return std::string("((") + t + ")(" + (v < 0 ? "-" : "") + "__builtin_inf()))";
+      if (std::isinf(v))
+        return std::string("((") + t + ")(" + (v < 0 ? "-" : "") + "__builtin_inf()))";
       // Hex float: exact. For float32 the value was already rounded to float.
-      std::snprintf(buf, sizeof buf, "((%s)%a)", t, d == Dtype::Float32 ? static_cast<double>(static_cast<float>(v)) : v);
+      std::snprintf(buf, sizeof buf, "((%s)%a)", t,
+                    d == Dtype::Float32 ? static_cast<double>(static_cast<float>(v)) : v);
       return buf;
     }
   }
   return "0";
+}
+
+// The smallest / largest value of an integer dtype (identities of max / min), as code.
+std::string int_limit(Dtype d, bool largest) {
+  switch (d) {
+    case Dtype::Bool:
+      return largest ? "true" : "false";
+    case Dtype::UInt8:
+      return largest ? "((uint8_t)255)" : "((uint8_t)0)";
+    case Dtype::Int32:
+      return largest ? "INT32_MAX" : "INT32_MIN";
+    default:
+      return largest ? "INT64_MAX" : "INT64_MIN";
+  }
 }
 
 std::string dim_code(const Dim& d) {
@@ -120,7 +142,8 @@ class LoopRenderer {
         os_ << "  for (int64_t flat = o_begin; flat < o_end;) {\n";
         os_ << "    const int64_t row = flat / n_last;\n";
         os_ << "    const int64_t c0 = flat - row * n_last;\n";
-        os_ << "    const int64_t c1 = (n_last - c0 < o_end - flat) ? n_last : c0 + (o_end - flat);\n";
+        os_ << "    const int64_t c1 = (n_last - c0 < o_end - flat) ? n_last : c0 + (o_end - "
+               "flat);\n";
         if (outer_.size() > 1) {
           os_ << "    int64_t rem = row;\n";
           for (int i = static_cast<int>(outer_.size()) - 2; i >= 0; --i) {
@@ -240,14 +263,16 @@ class LoopRenderer {
     const Dtype in = lk_.exprs[e.args[0]].dtype;
     switch (e.reduce) {
       case ReduceKind::Sum:
-      case ReduceKind::Mean: return is_float(e.accum) ? "0.0" : "0";
-      case ReduceKind::Prod: return is_float(e.accum) ? "1.0" : "1";
+      case ReduceKind::Mean:
+        return is_float(e.accum) ? "0.0" : "0";
+      case ReduceKind::Prod:
+        return is_float(e.accum) ? "1.0" : "1";
       case ReduceKind::Max:
         if (is_float(in)) return std::string("-(") + c_type(in) + ")__builtin_inf()";
-        return in == Dtype::Bool ? "false" : std::string("std_min<") + c_type(in) + ">()";
+        return int_limit(in, false);
       case ReduceKind::Min:
         if (is_float(in)) return std::string("(") + c_type(in) + ")__builtin_inf()";
-        return in == Dtype::Bool ? "true" : std::string("std_max<") + c_type(in) + ">()";
+        return int_limit(in, true);
     }
     return "0";
   }
@@ -261,8 +286,10 @@ class LoopRenderer {
       case ReduceKind::Prod:
         if (t == "uint64_t") return acc + " * (uint64_t)(int64_t)(" + v + ")";
         return acc + " * (double)(" + v + ")";
-      case ReduceKind::Max: return "thea_maximum<" + t + ">(" + acc + ", " + v + ")";
-      case ReduceKind::Min: return "thea_minimum<" + t + ">(" + acc + ", " + v + ")";
+      case ReduceKind::Max:
+        return "thea_maximum<" + t + ">(" + acc + ", " + v + ")";
+      case ReduceKind::Min:
+        return "thea_minimum<" + t + ">(" + acc + ", " + v + ")";
     }
     return acc;
   }
@@ -277,14 +304,18 @@ class LoopRenderer {
         os_ << "p" << rt << "[" << index_code(e.access) << "]";
         break;
       }
-      case ExprKind::Const: os_ << literal(e.value, e.dtype); break;
+      case ExprKind::Const:
+        os_ << literal(e.value, e.dtype);
+        break;
       case ExprKind::Count: {
         std::string s = "INT64_C(" + std::to_string(static_cast<long long>(e.value)) + ")";
         for (int sy : e.axes) s += " * d" + std::to_string(sy);
         os_ << "(" << t << ")(" << s << ")";
         break;
       }
-      case ExprKind::Index: os_ << "(" << t << ")i" << e.axis; break;
+      case ExprKind::Index:
+        os_ << "(" << t << ")i" << e.axis;
+        break;
       case ExprKind::Scalar: {
         const ScalarOpInfo& info = scalar_info(e.op);
         const char* ct = c_type(e.compute);
@@ -296,8 +327,8 @@ class LoopRenderer {
         for (std::size_t a = 0; a < e.args.size(); ++a) {
           const Dtype ad = lk_.exprs[e.args[a]].dtype;
           bool conv = a < e.convert.size() && e.convert[a] && ad != e.compute;
-          call += (a ? ", " : "") + (conv ? "(" + std::string(ct) + ")" + ref(e.args[a])
-                                          : ref(e.args[a]));
+          call += (a ? ", " : "") +
+                  (conv ? "(" + std::string(ct) + ")" + ref(e.args[a]) : ref(e.args[a]));
         }
         call += ")";
         os_ << "(" << t << ")(" << call << ")";
@@ -346,9 +377,50 @@ class LoopRenderer {
   }
 
   // Emits passes p+1.. and the tail inside the current block (outer values stay in scope).
+  // Costly inner values (exp, log, division, ...) of a short static inner axis are computed
+  // once into a row buffer by a loop of their own, which the compiler vectorises (with
+  // libmvec's SIMD exp/log where available), and read back by the reduction loop and later
+  // passes instead of being recomputed.
+  bool cacheable(int i) const {
+    if (!cache_rows_) return false;
+    const Expr& e = lk_.exprs[i];
+    if (e.level != 2 || e.kind != ExprKind::Scalar) return false;
+    switch (e.op) {
+      case ScalarOp::Exp:
+      case ScalarOp::Log:
+      case ScalarOp::Log1p:
+      case ScalarOp::Tanh:
+      case ScalarOp::Sigmoid:
+      case ScalarOp::Softplus:
+      case ScalarOp::Pow:
+      case ScalarOp::Div:
+      case ScalarOp::Sqrt:
+      case ScalarOp::Inv:
+        return is_float(e.dtype);
+      default:
+        return false;
+    }
+  }
+
+  // Marks the inner values `roots` need; values cached in passes <= `upto` are leaves.
+  void close_over(std::vector<bool>& need, int upto) const {
+    const int n = static_cast<int>(lk_.exprs.size());
+    for (int i = n - 1; i >= 0; --i) {
+      if (!need[i]) continue;
+      if (cached_in_[i] >= 0 && cached_in_[i] <= upto) continue;
+      for (int a : lk_.exprs[i].args)
+        if (lk_.exprs[a].level == 2) need[a] = true;
+    }
+  }
+
   void continue_pass(const std::string& ind) {
     const int n = static_cast<int>(lk_.exprs.size());
     const int p = ++pass_cursor_;
+    if (p == 0) {
+      cached_in_.assign(n, -1);
+      cache_rows_ = inner_.size() == 1 && lk_.domain[inner_[0]].is_static() &&
+                    lk_.domain[inner_[0]].size > 1 && lk_.domain[inner_[0]].size <= 4096;
+    }
     std::vector<bool> need(n, false);
     std::vector<int> accs;
     for (int i = 0; i < n; ++i) {
@@ -359,18 +431,67 @@ class LoopRenderer {
         if (is_inner_reduce(e)) accs.push_back(i);
       }
     }
+    // Inner values are stored in the last pass, after every read of this outer point in the
+    // earlier passes: a value written in place over an input is never read back.
+    const bool last_pass = p + 1 == lk_.passes;
     for (const Store& st : lk_.stores)
-      if (lk_.exprs[st.expr].level == 2 && lk_.exprs[st.expr].phase == p) need[st.expr] = true;
-    for (int i = n - 1; i >= 0; --i)
-      if (need[i])
-        for (int a : lk_.exprs[i].args)
-          if (lk_.exprs[a].level == 2) need[a] = true;
+      if (lk_.exprs[st.expr].level == 2 && last_pass) need[st.expr] = true;
+    close_over(need, p - 1);
+    // New row buffers: costly values first needed in this pass.
+    std::vector<bool> map_need(n, false);
+    bool any_new = false;
+    for (int i = 0; i < n; ++i)
+      if (need[i] && cached_in_[i] < 0 && cacheable(i)) {
+        cached_in_[i] = p;
+        map_need[i] = true;
+        any_new = true;
+      }
+    if (any_new) {
+      close_over(map_need, p - 1);
+      const int d = inner_[0];
+      const std::string size = std::to_string(lk_.domain[d].size);
+      for (int i = 0; i < n; ++i)
+        if (cached_in_[i] == p)
+          os_ << ind << c_type(lk_.exprs[i].dtype) << " ce" << i << "[" << size << "];\n";
+      // Not unrolled first: a fully unrolled 10-iteration loop is no longer vectorised.
+      os_ << ind << "#pragma GCC unroll 1\n";
+      os_ << ind << "for (int64_t i" << d << " = 0; i" << d << " < " << size << "; ++i" << d
+          << ") {  // row buffers (vectorised)\n";
+      for (int i = 0; i < n; ++i) {
+        if (!map_need[i]) continue;
+        if (cached_in_[i] >= 0 && cached_in_[i] < p)
+          os_ << ind << "  const " << c_type(lk_.exprs[i].dtype) << " e" << i << " = ce" << i
+              << "[i" << d << "];\n";
+        else
+          emit_expr(i, ind + "  ");
+      }
+      for (int i = 0; i < n; ++i)
+        if (cached_in_[i] == p) os_ << ind << "  ce" << i << "[i" << d << "] = e" << i << ";\n";
+      os_ << ind << "}\n";
+      // The reduction loop reads them back: recompute the closure with them as leaves.
+      std::fill(need.begin(), need.end(), false);
+      for (int i = 0; i < n; ++i) {
+        const Expr& e = lk_.exprs[i];
+        if ((is_inner_reduce(e) || (e.kind == ExprKind::Reduce && e.final)) &&
+            lk_.exprs[e.args[0]].level == 2 && lk_.exprs[e.args[0]].phase == p)
+          need[e.args[0]] = true;
+      }
+      for (const Store& st : lk_.stores)
+        if (lk_.exprs[st.expr].level == 2 && last_pass) need[st.expr] = true;
+      close_over(need, p);
+    }
     os_ << ind << "// pass " << p << "\n";
+    // Sums over a short static row use 4 partial accumulators (combined in a fixed order)
+    // so consecutive additions do not wait on each other's latency.
+    const bool split = cache_rows_ && lk_.domain[inner_[0]].size >= 8;
     for (int i : accs) {
       const Expr& e = lk_.exprs[i];
       if (e.kind == ExprKind::ArgReduce)
         os_ << ind << c_type(lk_.exprs[e.args[0]].dtype) << " b" << i << "{}; int64_t a" << i
             << " = -1; bool nan" << i << " = false;\n";
+      else if (split)
+        os_ << ind << acc_type(e) << " a" << i << "[4] = {" << acc_init(e) << ", " << acc_init(e)
+            << ", " << acc_init(e) << ", " << acc_init(e) << "};\n";
       else
         os_ << ind << acc_type(e) << " a" << i << " = " << acc_init(e) << ";\n";
     }
@@ -380,8 +501,14 @@ class LoopRenderer {
           << "; ++i" << d << ") {\n";
       body += "  ";
     }
-    for (int i = 0; i < n; ++i)
-      if (need[i]) emit_expr(i, body);
+    for (int i = 0; i < n; ++i) {
+      if (!need[i]) continue;
+      if (cached_in_[i] >= 0 && cached_in_[i] <= p)
+        os_ << body << "const " << c_type(lk_.exprs[i].dtype) << " e" << i << " = ce" << i << "[i"
+            << inner_[0] << "];\n";
+      else
+        emit_expr(i, body);
+    }
     for (int i : accs) {
       const Expr& e = lk_.exprs[i];
       const std::string x = ref(e.args[0]);
@@ -390,10 +517,14 @@ class LoopRenderer {
         const std::string is = std::to_string(i);
         os_ << body << "if (a" << is << " < 0) { b" << is << " = " << x << "; a" << is << " = "
             << idx << "; nan" << is << " = !(" << x << " == " << x << "); }\n";
-        os_ << body << "else if (!nan" << is << ") { if (!(" << x << " == " << x << ")) { b"
-            << is << " = " << x << "; a" << is << " = " << idx << "; nan" << is
-            << " = true; } else if (" << x << (e.is_max ? " > " : " < ") << "b" << is << ") { b"
-            << is << " = " << x << "; a" << is << " = " << idx << "; } }\n";
+        os_ << body << "else if (!nan" << is << ") { if (!(" << x << " == " << x << ")) { b" << is
+            << " = " << x << "; a" << is << " = " << idx << "; nan" << is << " = true; } else if ("
+            << x << (e.is_max ? " > " : " < ") << "b" << is << ") { b" << is << " = " << x << "; a"
+            << is << " = " << idx << "; } }\n";
+      } else if (split) {
+        const std::string slot =
+            "a" + std::to_string(i) + "[i" + std::to_string(inner_[0]) + " & 3]";
+        os_ << body << slot << " = " << combine(e, slot, x) << ";\n";
       } else {
         os_ << body << "a" << i << " = " << combine(e, "a" + std::to_string(i), x) << ";\n";
       }
@@ -405,12 +536,24 @@ class LoopRenderer {
             << ";\n";
     }
     for (const Store& st : lk_.stores)
-      if (lk_.exprs[st.expr].level == 2 && lk_.exprs[st.expr].phase == p) emit_store(st, body);
+      if (lk_.exprs[st.expr].level == 2 && last_pass) emit_store(st, body);
     for (std::size_t k = 0; k < inner_.size(); ++k) {
       body.resize(body.size() - 2);
       os_ << body << "}\n";
     }
-    for (int i : accs) emit_expr(i, ind);
+    for (int i : accs) {
+      const Expr& e = lk_.exprs[i];
+      if (split && e.kind != ExprKind::ArgReduce) {
+        const std::string a = "a" + std::to_string(i);
+        os_ << ind << "const " << acc_type(e) << " a" << i << "s = "
+            << combine(e, combine(e, a + "[0]", a + "[1]"), combine(e, a + "[2]", a + "[3]"))
+            << ";\n";
+        os_ << ind << "const " << c_type(e.dtype) << " e" << i << " = (" << c_type(e.dtype) << ")a"
+            << i << "s;\n";
+      } else {
+        emit_expr(i, ind);
+      }
+    }
     for (int i = 0; i < n; ++i) {
       const Expr& e = lk_.exprs[i];
       if (e.level == 1 && e.phase == p + 1 && !is_inner_reduce(e)) emit_expr(i, ind);
@@ -449,6 +592,8 @@ class LoopRenderer {
   const LoopKernel& lk_;
   std::ostringstream& os_;
   std::vector<int> finals_, inner_, outer_;
+  std::vector<int> cached_in_;  // pass whose row-buffer loop computes each value, or -1
+  bool cache_rows_ = false;
   int pass_cursor_ = 0;
 };
 
@@ -474,32 +619,35 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
     for (const Dim& d : {g.m, g.n, g.k})
       if (!d.is_static()) ss.insert(d.sym);
     std::string out;
-    for (int sy : ss) out += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
+    for (int sy : ss)
+      out += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
     return out + "  (void)D;\n";
   };
   const std::string M = dim_code(g.m), N = dim_code(g.n), K = dim_code(g.k);
   // Row strides of the dense operands as stored: A is m x k (k x m when transposed).
-  const std::string lda = g.a_vector ? K : (g.trans_a ? M : K);
-  const std::string ldb = g.b_vector ? K : (g.trans_b ? K : N);
+  // A vector right operand is a 1 x K row: the product reads it transposed.
+  const bool tb = g.trans_b || g.b_vector;
+  const std::string lda = g.trans_a ? M : K;
+  const std::string ldb = tb ? K : N;
   // prep: copy C_in into the output when the product does not run in place.
   std::string copy_c;
   if (g.c_in >= 0 && !in_place) {
     copy_c = std::string("  { const ") + T + "* c = (const " + T + "*)P[" + std::to_string(rc) +
-             "]; " + T + "* o = (" + T + "*)P[" + std::to_string(ro) + "]; for (int64_t i = 0; i < " +
-             M + " * " + N + "; ++i) o[i] = c[i]; }\n";
+             "]; " + T + "* o = (" + T + "*)P[" + std::to_string(ro) +
+             "]; for (int64_t i = 0; i < " + M + " * " + N + "; ++i) o[i] = c[i]; }\n";
   }
   const std::string beta = g.c_in >= 0 ? scalar_code(g.beta) : literal(0, g.dtype);
   const std::string alpha = scalar_code(g.alpha);
   const bool nn_ok = flt && !g.trans_a && g.k.is_static() && g.k.size <= 1 << 20 &&
                      small_static(g.n, 16) && g.n.size > 0;
-  const bool tn_ok = flt && g.trans_a && !g.trans_b && !g.b_vector && g.m.is_static() &&
-                     small_static(g.n, 16) && g.n.size > 0;
+  const bool tn_ok =
+      flt && g.trans_a && !tb && g.m.is_static() && small_static(g.n, 16) && g.n.size > 0;
   if (nn_ok || tn_ok) {
     code.launch = nn_ok ? Launch::GemmRows : Launch::GemmTN;
     code.fn = k.name;
     code.prep = k.name + "_prep";
     code.lanes = lanes;
-    const bool bt_given = g.trans_b || g.b_vector;  // B is stored N x K already
+    const bool bt_given = tb;  // B is stored N x K already
     if (nn_ok && !bt_given) code.scratch_bytes = g.n.size * g.k.size * dtype_size(g.dtype);
     os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
        << syms() << copy_c;
@@ -513,16 +661,19 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
     if (nn_ok) {
       os << "  const int64_t m = " << M << ";\n"
          << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
-         << "  const " << T << "* bt = " << (bt_given ? std::string("(const ") + T + "*)P[" + std::to_string(rb) + "]" : std::string("(const ") + T + "*)S") << ";\n"
+         << "  const " << T << "* bt = "
+         << (bt_given ? std::string("(const ") + T + "*)P[" + std::to_string(rb) + "]"
+                      : std::string("(const ") + T + "*)S")
+         << ";\n"
          << "  thea_k::gemm_nn_smalln<" << T << ", " << g.k.size << ", " << g.n.size
-         << ">(i0, i1, (const " << T << "*)P[" << ra << "], " << lda << ", bt, INT64_C("
-         << g.k.size << "), (" << T << "*)P[" << ro << "], " << N << ", " << alpha << ", " << beta
-         << ");\n";
+         << ">(i0, i1, (const " << T << "*)P[" << ra << "], " << lda << ", bt, INT64_C(" << g.k.size
+         << "), (" << T << "*)P[" << ro << "], " << N << ", " << alpha << ", " << beta << ");\n";
     } else {
       // C (m x n) = alpha * A^T (A: k x m) . B (k x n): chunks of `lanes` rows of C per part.
       os << "  const int64_t m = " << M << ";\n"
          << "  const int64_t chunks = (m + " << lanes - 1 << ") / " << lanes << ";\n"
-         << "  const int64_t c0 = chunks * part / nparts * " << lanes << ", c1e = chunks * (part + 1) / nparts * " << lanes << ";\n"
+         << "  const int64_t c0 = chunks * part / nparts * " << lanes
+         << ", c1e = chunks * (part + 1) / nparts * " << lanes << ";\n"
          << "  const int64_t c1 = c1e < m ? c1e : m;\n"
          << "  if (c0 < c1) thea_k::gemm_tn_smalln<" << T << ", " << g.m.size << ", " << g.n.size
          << ">(c0, c1, " << K << ", (const " << T << "*)P[" << ra << "], " << lda << ", (const "
@@ -548,7 +699,7 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
   os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
      << syms() << copy_c << "  (void)P; (void)S;\n}\n";
   const std::string sa0 = g.trans_a ? "INT64_C(1)" : lda, sa1 = g.trans_a ? lda : "INT64_C(1)";
-  const std::string sb0 = g.trans_b ? "INT64_C(1)" : ldb, sb1 = g.trans_b ? ldb : "INT64_C(1)";
+  const std::string sb0 = tb ? "INT64_C(1)" : ldb, sb1 = tb ? ldb : "INT64_C(1)";
   os << "extern \"C\" void " << code.fn
      << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
      << syms() << "  const int64_t m = " << M << ";\n"
@@ -587,9 +738,16 @@ Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
   src << "// thea cpu kernels (generated)\n#define THEA_VEC_BYTES " << vector_bytes << "\n"
       << scalar_preamble() << "\n"
       << kernels_preamble() << "\n"
-      << "#include <limits>\n"
-         "template <class T> static inline T std_min() { return std::numeric_limits<T>::lowest(); }\n"
-         "template <class T> static inline T std_max() { return std::numeric_limits<T>::max(); }\n\n"
+      << "#if defined(THEA_USE_LIBMVEC)\n"
+         "// glibc's SIMD variants: GCC vectorises loops calling these (no -ffast-math needed).\n"
+         "extern \"C\" {\n"
+         "float expf(float) __attribute__((simd(\"notinbranch\")));\n"
+         "double exp(double) __attribute__((simd(\"notinbranch\")));\n"
+         "float logf(float) __attribute__((simd(\"notinbranch\")));\n"
+         "double log(double) __attribute__((simd(\"notinbranch\")));\n"
+         "}\n"
+         "#endif\n"
+      << "\n"
       << body.str();
   out.source = src.str();
   return out;

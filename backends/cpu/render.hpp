@@ -22,14 +22,14 @@ enum class Launch : std::uint8_t {
 
 struct KernelCode {
   Launch launch = Launch::Host;
-  std::string fn, finish, prep;  // exported symbols; empty when absent
-  int finals = 0;                // Loop: final reductions (8-byte partials per part each)
+  std::string fn, finish, prep;    // exported symbols; empty when absent
+  int finals = 0;                  // Loop: final reductions (8-byte partials per part each)
   std::int64_t scratch_bytes = 0;  // Gemm: packed operand scratch
-  int lanes = 1;                 // GemmTN: chunk granularity of the parallel split
+  int lanes = 1;                   // GemmTN: chunk granularity of the parallel split
 };
 
 struct Rendered {
-  std::string source;  // empty when no kernel needs generated code
+  std::string source;               // empty when no kernel needs generated code
   std::vector<KernelCode> kernels;  // one per schedule kernel
 };
 

@@ -13,6 +13,12 @@
 #define THEA_VEC_BYTES 32
 #endif
 
+#if defined(__x86_64__) || defined(__i386__)
+#define THEA_KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define THEA_KEEP_IN_REGISTER(v) ((void)0)
+#endif
+
 namespace thea_k {
 
 template <class T>
@@ -39,11 +45,24 @@ static inline V vload_partial(const T* p, int n) {
 // Sum of the lanes in a fixed order (halves first), so results do not depend on threads.
 template <class V, class T, int L>
 static inline T hsum(V v) {
-  T tmp[L];
-  __builtin_memcpy(tmp, &v, sizeof v);
-  for (int w = L / 2; w >= 1; w /= 2)
-    for (int l = 0; l < w; ++l) tmp[l] += tmp[l + w];
-  return tmp[0];
+  if constexpr (L == 16) {
+    typedef T H __attribute__((vector_size(sizeof(T) * 8)));
+    typedef T Q __attribute__((vector_size(sizeof(T) * 4)));
+    H h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+          __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    Q q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+  } else if constexpr (L == 8) {
+    typedef T Q __attribute__((vector_size(sizeof(T) * 4)));
+    Q q = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+  } else {
+    T tmp[L];
+    __builtin_memcpy(tmp, &v, sizeof v);
+    for (int w = L / 2; w >= 1; w /= 2)
+      for (int l = 0; l < w; ++l) tmp[l] += tmp[l + w];
+    return tmp[0];
+  }
 }
 
 // Bt[j * K + k] = B[k * ldb + j]: the K x N right operand transposed, so that the product
@@ -54,62 +73,80 @@ static inline void pack_bt(const T* B, int64_t ldb, T* Bt) {
     for (int j = 0; j < N; ++j) Bt[j * K + k] = B[k * ldb + j];
 }
 
-// C[i, j] = alpha * sum_k A[i, k] * Bt[j, k] + beta * C[i, j] for rows [i0, i1), where Bt
-// (N x K, row stride ldbt) is the right operand transposed (pack_bt, or a B^T given as is).
-// Vectorised along K, R rows at a time sharing each Bt load. beta == 0 never reads C.
-template <class T, int K, int N>
-static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t lda, const T* Bt,
-                                  int64_t ldbt, T* C, int64_t ldc, T alpha, T beta) {
+// Accumulator registers the micro-kernels may use (of 32 with AVX-512, 16 otherwise).
+#ifndef THEA_ACC_REGS
+#define THEA_ACC_REGS (THEA_VEC_BYTES == 64 ? 20 : 12)
+#endif
+constexpr int kAccRegs = THEA_ACC_REGS;
+// Output columns handled together: groups of at most 5 keep R x NJ accumulators in
+// registers with R >= 6 rows sharing every load of Bt (AVX-512).
+constexpr int kColGroup = THEA_VEC_BYTES == 64 ? 5 : 4;
+// Rows ahead whose next cache lines are prefetched while streaming A (a minibatch slice
+// of a large array usually comes from DRAM).
+constexpr int kPrefetchRows = 6;
+
+// R rows [i, i + R) x columns [J0, J0 + NJ) of C; the next groups of the same rows follow
+// while those rows of A are still in L1.
+template <class T, int K, int R, int J0, int NJ, bool Prefetch>
+static inline void nn_tile(int64_t i, const T* A, int64_t lda, const T* Bt, int64_t ldbt, T* C,
+                           int64_t ldc, T alpha, T beta) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
   constexpr int Kfull = K / L * L;
-  constexpr int Regs = THEA_VEC_BYTES == 64 ? 24 : 12;  // accumulator registers to use
-  constexpr int R = N >= Regs ? 1 : Regs / N;
-  int64_t i = i0;
-  for (; i + R <= i1; i += R) {
-    V acc[R][N];
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < N; ++j) acc[r][j] = V{};
-    for (int k = 0; k < Kfull; k += L) {
-      V a[R];
-      for (int r = 0; r < R; ++r) a[r] = vload<V>(A + (i + r) * lda + k);
-      for (int j = 0; j < N; ++j) {
-        V b = vload<V>(Bt + j * ldbt + k);
-        for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
-      }
+  V acc[R][NJ];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NJ; ++j) acc[r][j] = V{};
+  for (int k = 0; k < Kfull; k += L) {
+    V a[R];
+    for (int r = 0; r < R; ++r) a[r] = vload<V>(A + (i + r) * lda + k);
+    if constexpr (Prefetch)
+      for (int r = 0; r < R; ++r) __builtin_prefetch(A + (i + r + kPrefetchRows) * lda + k);
+    for (int j = 0; j < NJ; ++j) {
+      V b = vload<V>(Bt + (J0 + j) * ldbt + k);
+      // Keep b in a register: folded into each FMA it would be loaded R times.
+      THEA_KEEP_IN_REGISTER(b);
+      for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
     }
-    if constexpr (Kfull < K) {
-      V a[R];
-      for (int r = 0; r < R; ++r) a[r] = vload_partial<V>(A + (i + r) * lda + Kfull, K - Kfull);
-      for (int j = 0; j < N; ++j) {
-        V b = vload_partial<V>(Bt + j * ldbt + Kfull, K - Kfull);
-        for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < N; ++j) {
-        T s = alpha * hsum<V, T, L>(acc[r][j]);
-        T* c = C + (i + r) * ldc + j;
-        *c = beta == T(0) ? s : s + beta * *c;
-      }
   }
-  for (; i < i1; ++i) {
-    V acc[N];
-    for (int j = 0; j < N; ++j) acc[j] = V{};
-    for (int k = 0; k < Kfull; k += L) {
-      V a = vload<V>(A + i * lda + k);
-      for (int j = 0; j < N; ++j) acc[j] += a * vload<V>(Bt + j * ldbt + k);
+  if constexpr (Kfull < K) {
+    V a[R];
+    for (int r = 0; r < R; ++r) a[r] = vload_partial<V>(A + (i + r) * lda + Kfull, K - Kfull);
+    for (int j = 0; j < NJ; ++j) {
+      V b = vload_partial<V>(Bt + (J0 + j) * ldbt + Kfull, K - Kfull);
+      for (int r = 0; r < R; ++r) acc[r][j] += a[r] * b;
     }
-    if constexpr (Kfull < K) {
-      V a = vload_partial<V>(A + i * lda + Kfull, K - Kfull);
-      for (int j = 0; j < N; ++j) acc[j] += a * vload_partial<V>(Bt + j * ldbt + Kfull, K - Kfull);
-    }
-    for (int j = 0; j < N; ++j) {
-      T s = alpha * hsum<V, T, L>(acc[j]);
-      T* c = C + i * ldc + j;
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < NJ; ++j) {
+      T s = alpha * hsum<V, T, L>(acc[r][j]);
+      T* c = C + (i + r) * ldc + J0 + j;
       *c = beta == T(0) ? s : s + beta * *c;
     }
+}
+
+template <class T, int K, int N, int R, int J0>
+static inline void nn_row_block(int64_t i, const T* A, int64_t lda, const T* Bt, int64_t ldbt, T* C,
+                                int64_t ldc, T alpha, T beta) {
+  if constexpr (J0 < N) {
+    constexpr int NJ = N - J0 < kColGroup ? N - J0 : kColGroup;
+    nn_tile<T, K, R, J0, NJ, J0 == 0 && R != 1>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
+    nn_row_block<T, K, N, R, J0 + NJ>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
   }
+}
+
+// C[i, j] = alpha * sum_k A[i, k] * Bt[j, k] + beta * C[i, j] for rows [i0, i1), where Bt
+// (N x K, row stride ldbt) is the right operand transposed (pack_bt, or a B^T given as is).
+// Vectorised along K; R rows at a time share every load of Bt; beta == 0 never reads C.
+// Each output is one dot product in a fixed order: results do not depend on the row split.
+template <class T, int K, int N>
+static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t lda, const T* Bt,
+                                  int64_t ldbt, T* C, int64_t ldc, T alpha, T beta) {
+  constexpr int NJ = N < kColGroup ? N : kColGroup;
+  constexpr int R = kAccRegs / NJ > 8 ? 8 : kAccRegs / NJ;
+  int64_t i = i0;
+  // (Prefetches past the end of A are harmless: they never fault.)
+  for (; i + R <= i1; i += R) nn_row_block<T, K, N, R, 0>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
+  for (; i < i1; ++i) nn_row_block<T, K, N, 1, 0>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
 }
 
 // C[k, j] = alpha * sum_i A[i, k] * D[i, j] + beta * C[k, j] (C = alpha A^T D + beta C) for
@@ -143,7 +180,8 @@ static inline void gemm_tn_smalln(int64_t k0, int64_t k1, int64_t M, const T* A,
     __builtin_memcpy(tmp, acc, sizeof tmp);
     for (int l = 0; l < width; ++l) {
       T* c = C + (k + l) * ldc;
-      for (int j = 0; j < N; ++j) c[j] = beta == T(0) ? alpha * tmp[j][l] : alpha * tmp[j][l] + beta * c[j];
+      for (int j = 0; j < N; ++j)
+        c[j] = beta == T(0) ? alpha * tmp[j][l] : alpha * tmp[j][l] + beta * c[j];
     }
   }
 }

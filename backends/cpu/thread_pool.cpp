@@ -5,9 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <climits>
-
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <string>
 
@@ -29,8 +29,8 @@ void futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected) {
             nullptr, nullptr, 0);
 }
 void futex_wake_all(std::atomic<std::uint32_t>* word) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX,
-            nullptr, nullptr, 0);
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
 }
 
 std::uint64_t pack(std::uint32_t gen, std::uint32_t next) {
@@ -117,6 +117,13 @@ void ThreadPool::run(int nparts, PartFn fn, void* ctx) {
     for (int p = 0; p < nparts; ++p) fn(ctx, p);
     return;
   }
+  if (solo_left_ > 0) {
+    // Helpers were recently too late: the same parts, in order, on this thread.
+    --solo_left_;
+    ++solo_;
+    for (int p = 0; p < nparts; ++p) fn(ctx, p);
+    return;
+  }
   std::uint32_t gen = generation_.load(std::memory_order_relaxed) + 1;
   fn_.store(fn, std::memory_order_relaxed);
   ctx_.store(ctx, std::memory_order_relaxed);
@@ -125,13 +132,32 @@ void ThreadPool::run(int nparts, PartFn fn, void* ctx) {
   state_.store(pack(gen, 0), std::memory_order_release);
   generation_.store(gen, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(&generation_);
+  const auto t_mine = std::chrono::steady_clock::now();
   int mine = work(gen);
+  const auto t_done_mine = std::chrono::steady_clock::now();
   // Wait for parts that helpers claimed; yield when they take long (a descheduled helper
   // sharing our core gets to run).
   int polls = 0;
+  bool waited = false;
   while (done_.load(std::memory_order_acquire) < nparts) {
     THEA_CPU_RELAX();
+    waited = true;
     if (++polls > 2000) sched_yield();
+  }
+  if (waited) {
+    // A helper still busy long after we ran out of parts was preempted mid-part (a busy,
+    // shared machine): one thread is faster until the machine calms down.
+    const auto now = std::chrono::steady_clock::now();
+    const auto ours = std::max(t_done_mine - t_mine,
+                               std::chrono::steady_clock::duration(std::chrono::microseconds(20)));
+    if (now - t_done_mine > 4 * ours) {
+      solo_left_ = solo_penalty_;
+      solo_penalty_ = std::min<std::uint64_t>(solo_penalty_ * 2, 4096);
+    } else {
+      solo_penalty_ = 16;
+    }
+  } else {
+    solo_penalty_ = 16;
   }
   (void)mine;
   // Retire the launch before the next one rewrites fn_/ctx_/nparts_: no claim can succeed

@@ -17,7 +17,7 @@ class ThreadPool {
   using PartFn = void (*)(void* ctx, int part);
 
   // `threads` counts the caller: 1 means no helper threads.
-  explicit ThreadPool(int threads, int spin_microseconds = 300);
+  explicit ThreadPool(int threads, int spin_microseconds = 100);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -34,6 +34,8 @@ class ThreadPool {
 
   // Launches since construction that a helper joined (for the profiler and tests).
   std::uint64_t helped_launches() const { return helped_.load(std::memory_order_relaxed); }
+  // Launches run by the caller alone because helpers had been stalling (see run()).
+  std::uint64_t solo_launches() const { return solo_; }
 
  private:
   void helper_loop();
@@ -52,6 +54,12 @@ class ThreadPool {
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   std::atomic<std::uint64_t> helped_{0};
+  // Back-off when helpers stall (preempted on a busy machine): the next `solo_left_` launches
+  // run on the caller alone; the penalty doubles on every stall and resets after a clean
+  // parallel launch. Caller-only state (run() is not reentrant).
+  std::uint64_t solo_left_ = 0;
+  std::uint64_t solo_penalty_ = 16;
+  std::uint64_t solo_ = 0;
 };
 
 }  // namespace thea::cpu

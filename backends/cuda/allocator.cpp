@@ -94,7 +94,8 @@ void* CachingAllocator::allocate(std::size_t nbytes) {
   stats_.raw_allocs++;
   stats_.in_use_bytes += size;
   stats_.live_blocks++;
-  if (stats_.in_use_bytes > stats_.peak_in_use_bytes) stats_.peak_in_use_bytes = stats_.in_use_bytes;
+  if (stats_.in_use_bytes > stats_.peak_in_use_bytes)
+    stats_.peak_in_use_bytes = stats_.in_use_bytes;
   live_[p] = size;
   return p;
 }

@@ -25,12 +25,12 @@ class RawMemory {
 };
 
 struct AllocatorStats {
-  std::size_t in_use_bytes = 0;   // handed out (rounded sizes)
-  std::size_t cached_bytes = 0;   // free blocks kept for reuse
+  std::size_t in_use_bytes = 0;  // handed out (rounded sizes)
+  std::size_t cached_bytes = 0;  // free blocks kept for reuse
   std::size_t peak_in_use_bytes = 0;
-  std::size_t raw_allocs = 0;     // calls to RawMemory::allocate that succeeded
+  std::size_t raw_allocs = 0;  // calls to RawMemory::allocate that succeeded
   std::size_t raw_frees = 0;
-  std::size_t cache_hits = 0;     // allocations served from the cache
+  std::size_t cache_hits = 0;  // allocations served from the cache
   std::size_t live_blocks = 0;
 };
 
@@ -62,7 +62,7 @@ class CachingAllocator {
  private:
   std::unique_ptr<RawMemory> raw_;
   mutable std::mutex mutex_;
-  std::multimap<std::size_t, void*> free_;            // rounded size -> cached block
+  std::multimap<std::size_t, void*> free_;             // rounded size -> cached block
   std::unordered_map<const void*, std::size_t> live_;  // handed-out block -> rounded size
   AllocatorStats stats_;
 };

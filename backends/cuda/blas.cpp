@@ -48,8 +48,8 @@ BlasPlan plan_gemm(const MatView& a, const MatView& b, const MatView& c) {
   return p;
 }
 
-void gemm(cublasHandle_t handle, Dtype dtype, const BlasPlan& plan, double alpha,
-          const MatView& a, const MatView& b, double beta, const MatView& c) {
+void gemm(cublasHandle_t handle, Dtype dtype, const BlasPlan& plan, double alpha, const MatView& a,
+          const MatView& b, double beta, const MatView& c) {
   if (!plan.ok) throw ValueError("cuda gemm: operands are not in a cuBLAS-compatible layout");
   const CublasApi& api = cublas();
   auto op = [](const BlasOperand& o) { return o.transpose ? CUBLAS_OP_T : CUBLAS_OP_N; };

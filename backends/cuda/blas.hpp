@@ -39,8 +39,8 @@ bool blas_compatible(const MatView& v);
 
 // Runs the plan on `handle` (whose stream is already set). dtype Float32 or Float64.
 // Throws BackendError on cuBLAS errors, ValueError when plan.ok is false.
-void gemm(cublasHandle_t handle, Dtype dtype, const BlasPlan& plan, double alpha,
-          const MatView& a, const MatView& b, double beta, const MatView& c);
+void gemm(cublasHandle_t handle, Dtype dtype, const BlasPlan& plan, double alpha, const MatView& a,
+          const MatView& b, double beta, const MatView& c);
 
 // A cuBLAS handle bound to one stream, created lazily (cuBLAS is loaded on first use).
 class BlasHandle {

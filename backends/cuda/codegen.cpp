@@ -1,5 +1,6 @@
 #include "cuda/codegen.hpp"
 
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -7,6 +8,7 @@
 #include "cuda/kernel_cache.hpp"
 #include "cuda/nvrtc_compiler.hpp"
 #include "thea/error.hpp"
+#include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
 #include "thea/ops/scalar.hpp"
 
@@ -14,12 +16,18 @@ namespace thea::cuda {
 
 const char* cuda_type(Dtype d) {
   switch (d) {
-    case Dtype::Bool: return "bool";
-    case Dtype::UInt8: return "uint8_t";
-    case Dtype::Int32: return "int32_t";
-    case Dtype::Int64: return "int64_t";
-    case Dtype::Float32: return "float";
-    case Dtype::Float64: return "double";
+    case Dtype::Bool:
+      return "bool";
+    case Dtype::UInt8:
+      return "uint8_t";
+    case Dtype::Int32:
+      return "int32_t";
+    case Dtype::Int64:
+      return "int64_t";
+    case Dtype::Float32:
+      return "float";
+    case Dtype::Float64:
+      return "double";
   }
   return "double";
 }
@@ -72,11 +80,11 @@ class KernelWriter {
     if (val(v).dynamic) return "((" + t + ")args[" + std::to_string(val(v).ptr_slot) + "])";
     return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
   }
+  // Kernel outputs are never views: a fresh buffer, a copy's own buffer, or (in place) the
+  // shared variable's buffer, all fixed for an instance.
   std::string out_ptr() {
     int v = step_.target >= 0 ? step_.target : step_.out;
     const std::string t = std::string(cuda_type(val(step_.out).node->type.dtype)) + "*";
-    if (step_.target < 0 && val(v).dynamic)
-      return "((" + t + ")args[" + std::to_string(val(v).ptr_slot) + "])";
     return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
   }
 
@@ -120,9 +128,15 @@ std::string elemwise_expr(const Elemwise& e, const NodePtr& n, const std::vector
   for (int i : vals) vd.push_back(dt[static_cast<std::size_t>(i)]);
   Dtype ct;
   switch (info.out) {
-    case ScalarOutKind::Bool: ct = promote_all(vd); break;
-    case ScalarOutKind::Explicit: ct = dt[0]; break;
-    default: ct = n->type.dtype; break;
+    case ScalarOutKind::Bool:
+      ct = promote_all(vd);
+      break;
+    case ScalarOutKind::Explicit:
+      ct = dt[0];
+      break;
+    default:
+      ct = n->type.dtype;
+      break;
   }
   const std::string CT = cuda_type(ct);
   auto conv = [&](int i) { return "(" + CT + ")(" + in[static_cast<std::size_t>(i)] + ")"; };
@@ -346,10 +360,14 @@ std::string segment_head(KernelWriter& kw, int space, const ReduceShape& rs) {
 
 std::string int_limit(Dtype d, bool max) {
   switch (d) {
-    case Dtype::Bool: return max ? "1" : "0";
-    case Dtype::UInt8: return max ? "255" : "0";
-    case Dtype::Int32: return max ? "2147483647" : "(-2147483647 - 1)";
-    default: return max ? "9223372036854775807LL" : "(-9223372036854775807LL - 1)";
+    case Dtype::Bool:
+      return max ? "1" : "0";
+    case Dtype::UInt8:
+      return max ? "255" : "0";
+    case Dtype::Int32:
+      return max ? "2147483647" : "(-2147483647 - 1)";
+    default:
+      return max ? "9223372036854775807LL" : "(-9223372036854775807LL - 1)";
   }
 }
 
@@ -420,8 +438,8 @@ void render_reduce(KernelWriter& kw) {
   kw.body << "        " << combine << ";\n      }\n    }\n";
   kw.body << "    acc = thea_segment_allreduce<" << acc_t << ">(acc, " << op << ", (" << acc_t
           << "*)thea_smem);\n";
-  kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = ("
-          << cuda_type(out) << ")(" << fin << ");\n  }\n";
+  kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = (" << cuda_type(out)
+          << ")(" << fin << ");\n  }\n";
 }
 
 void render_argreduce(KernelWriter& kw) {
@@ -430,8 +448,8 @@ void render_argreduce(KernelWriter& kw) {
   const auto* a = op_as<ArgReduce>(n);
   const int space = kw.plan_.index.at(n->inputs[0].get());
   const Dtype in = n->inputs[0]->type.dtype;
-  ReduceShape rs = reduce_axes(st.index_rank, a->axis() < 0 ? std::vector<int>{}
-                                                            : std::vector<int>{a->axis()});
+  ReduceShape rs =
+      reduce_axes(st.index_rank, a->axis() < 0 ? std::vector<int>{} : std::vector<int>{a->axis()});
   const bool mx = a->is_max();
   std::string val_t, init;
   if (is_float(in)) {
@@ -450,8 +468,8 @@ void render_argreduce(KernelWriter& kw) {
   kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
   emit_segment_loads(kw, rs, space, bases, "        ");
   kw.body << "        const " << val_t << " x = (" << val_t << ")" << v << ";\n"
-          << "        if (thea_arg_better<" << val_t << ">(x, j, best, bi, " << (mx ? "true" : "false")
-          << ")) { best = x; bi = j; }\n      }\n    }\n";
+          << "        if (thea_arg_better<" << val_t << ">(x, j, best, bi, "
+          << (mx ? "true" : "false") << ")) { best = x; bi = j; }\n      }\n    }\n";
   kw.body << "    thea_segment_argreduce<" << val_t << ">(best, bi, " << (mx ? "true" : "false")
           << ", thea_smem);\n";
   kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = (int64_t)bi;\n  }\n";
@@ -477,14 +495,16 @@ void render_softmax(KernelWriter& kw) {
   kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
   emit_segment_loads(kw, rs, space, bases, "        ");
   kw.body << "        m = thea_maximum((double)" << v << ", m);\n      }\n    }\n";
-  kw.body << "    m = thea_segment_allreduce<double>(m, thea_op_max<double>(), (double*)thea_smem);\n";
+  kw.body
+      << "    m = thea_segment_allreduce<double>(m, thea_op_max<double>(), (double*)thea_smem);\n";
   kw.body << "    double s = 0.0;\n    if (valid) {\n";
   bases.clear();
   emit_segment_prologue(kw, rs, space, &bases);
   kw.body << "      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
   emit_segment_loads(kw, rs, space, bases, "        ");
   kw.body << "        s += thea_exp((double)" << v << " - m);\n      }\n    }\n";
-  kw.body << "    s = thea_segment_allreduce<double>(s, thea_op_add<double>(), (double*)thea_smem);\n";
+  kw.body
+      << "    s = thea_segment_allreduce<double>(s, thea_op_add<double>(), (double*)thea_smem);\n";
   kw.body << "    if (valid) {\n      const double ls = thea_log(s);\n";
   bases.clear();
   emit_segment_prologue(kw, rs, space, &bases);
@@ -517,8 +537,8 @@ void render_xent(KernelWriter& kw) {
   kw.body << "  const long long classes = " << classes << ";\n";
   kw.body << grid_loop(rows);
   kw.body << "    const long long y = (long long)" << load1(kw, l, "i") << ";\n"
-          << "    if (y < 0 || y >= classes) { atomicOr(err, THEA_ERR_INDEX); "
-          << kw.out_ptr() << "[i] = (" << T << ")0; continue; }\n"
+          << "    if (y < 0 || y >= classes) { atomicOr(err, THEA_ERR_INDEX); " << kw.out_ptr()
+          << "[i] = (" << T << ")0; continue; }\n"
           << "    " << kw.out_ptr() << "[i] = (" << T << ")(-thea_log((double)"
           << load2(kw, p, "i", "y") << "));\n  }\n";
 }
@@ -583,7 +603,8 @@ void render_softmax_grad(KernelWriter& kw) {
           << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
           << "        dot += (double)" << at_rc(kw, g, rank, "row", "j") << " * (double)"
           << at_rc(kw, sm, rank, "row", "j") << ";\n";
-  kw.body << "    dot = thea_segment_allreduce<double>(dot, thea_op_add<double>(), (double*)thea_smem);\n";
+  kw.body << "    dot = thea_segment_allreduce<double>(dot, thea_op_add<double>(), "
+             "(double*)thea_smem);\n";
   const std::string out = kw.out_ptr();
   kw.body << "    if (valid)\n"
           << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
@@ -602,16 +623,17 @@ void render_xent_softmax(KernelWriter& kw) {
   const std::string T = cuda_type(st.node->type.dtype);
   if (labels) kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
   kw.body << row_head(kw, z, rank);
-  kw.body << "    double m = thea_neg_inf<double>();\n    if (valid)\n"
-          << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
-          << "        m = thea_maximum((double)" << at_rc(kw, z, rank, "row", "j") << ", m);\n"
-          << "    m = thea_segment_allreduce<double>(m, thea_op_max<double>(), (double*)thea_smem);\n"
-          << "    double s = 0.0;\n    if (valid)\n"
-          << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
-          << "        s += thea_exp((double)" << at_rc(kw, z, rank, "row", "j") << " - m);\n"
-          << "    s = thea_segment_allreduce<double>(s, thea_op_add<double>(), (double*)thea_smem);\n"
-          << "    const bool m_inf = m == thea_neg_inf<double>() || m == -thea_neg_inf<double>();\n"
-          << "    const double lse = m_inf ? m : m + thea_log(s);\n";
+  kw.body
+      << "    double m = thea_neg_inf<double>();\n    if (valid)\n"
+      << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+      << "        m = thea_maximum((double)" << at_rc(kw, z, rank, "row", "j") << ", m);\n"
+      << "    m = thea_segment_allreduce<double>(m, thea_op_max<double>(), (double*)thea_smem);\n"
+      << "    double s = 0.0;\n    if (valid)\n"
+      << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
+      << "        s += thea_exp((double)" << at_rc(kw, z, rank, "row", "j") << " - m);\n"
+      << "    s = thea_segment_allreduce<double>(s, thea_op_add<double>(), (double*)thea_smem);\n"
+      << "    const bool m_inf = m == thea_neg_inf<double>() || m == -thea_neg_inf<double>();\n"
+      << "    const double lse = m_inf ? m : m + thea_log(s);\n";
   const std::string out = kw.out_ptr();
   if (labels) {
     kw.body << "    if (valid && threadIdx.x == 0) {\n"
@@ -626,7 +648,8 @@ void render_xent_softmax(KernelWriter& kw) {
             << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
             << "        acc += (double)" << at_rc(kw, y, rank, "row", "j") << " * (lse - (double)"
             << at_rc(kw, z, rank, "row", "j") << ");\n"
-            << "    acc = thea_segment_allreduce<double>(acc, thea_op_add<double>(), (double*)thea_smem);\n"
+            << "    acc = thea_segment_allreduce<double>(acc, thea_op_add<double>(), "
+               "(double*)thea_smem);\n"
             << "    if (valid && threadIdx.x == 0) " << out << "[row] = (" << T << ")acc;\n  }\n";
   }
 }
@@ -646,6 +669,440 @@ void render_xent_softmax_dx(KernelWriter& kw) {
           << "    " << kw.out_ptr() << "[i] = (" << T << ")((double)" << load1(kw, g, "r")
           << " * ((double)" << load2(kw, sm, "r", "c") << " - (c == y ? 1.0 : 0.0)));\n  }\n";
 }
+
+// ---- row groups ------------------------------------------------------------------------
+// A fused row-wise subgraph (see Lowering::find_row_groups). Per row of the (N, C) space,
+// a segment of threads makes `passes` sweeps over the columns; values are either element
+// values (computed inside a sweep, named e<v>) or per-row values (registers shared by the
+// segment, r<v>). Reductions accumulate in one sweep and are all-reduced after it.
+class RowGroupWriter {
+ public:
+  explicit RowGroupWriter(KernelWriter& kw) : kw_(kw), st_(kw.step_) {}
+
+  void render() {
+    for (const NodePtr& n : st_.fused) members_.insert(vi(n));
+    for (const NodePtr& n : st_.fused) plan_node(n);
+    space_ = st_.space;
+    int passes = 0;
+    for (auto& [v, p] : accum_pass_) passes = std::max(passes, p + 1);
+    for (int v : stores_)
+      if (is_elem(v)) passes = std::max(passes, ready_[v] + 1);
+    if (needs_err_)
+      kw_.body << "  int* err = (int*)" << kw_.word({ParamWord::Kind::ErrWord, -1, 0, 0, 0, {}})
+               << ";\n";
+    kw_.body << "  THEA_DYN_SMEM(thea_smem);\n"
+             << "  const long long rows = " << kw_.word_dim(space_, 0)
+             << ", len = " << kw_.word_dim(space_, 1) << ";\n"
+             << "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows;"
+             << " base += (long long)gridDim.x * blockDim.y) {\n"
+             << "    const long long row = base + threadIdx.y;\n"
+             << "    const bool valid = row < rows;\n"
+             << "    const long long rowc = valid ? row : 0;  // safe index for idle threads\n";
+    // Per-row external operands and scalars.
+    for (const Operand& o : st_.operands) {
+      if (row_uses_.count(o.value)) emit_row_load(o.value);
+    }
+    emit_boundary(0);
+    for (int p = 0; p < passes; ++p) {
+      emit_pass(p);
+      emit_boundary(p + 1);
+    }
+    // Per-row results.
+    for (int v : stores_) {
+      if (is_elem(v)) continue;
+      kw_.body << "    if (valid && threadIdx.x == 0) " << out_ptr(v) << "[row] = r" << v << ";\n";
+    }
+    kw_.body << "  }\n";
+  }
+
+ private:
+  int vi(const NodePtr& n) const { return kw_.plan_.index.at(n.get()); }
+  const Value& val(int v) const { return kw_.val(v); }
+  bool member(int v) const { return members_.count(v) > 0; }
+  bool is_elem(int v) const {
+    const TensorType& t = val(v).node->type;
+    return t.ndim() == 2 && t.shape[0] != 1 && t.shape[1] != 1;
+  }
+  static std::string T(Dtype d) { return cuda_type(d); }
+  Dtype dt(int v) const { return val(v).node->type.dtype; }
+
+  std::string out_ptr(int v) {
+    return "((" + std::string(T(dt(v))) + "*)" + kw_.word({ParamWord::Kind::Ptr, v, 0, 0, 0, {}}) +
+           ")";
+  }
+
+  // How a member reads each input: element-wise (e), per row (r), per column (c), scalar.
+  enum class Role { Elem, Row, Col, Scalar };
+  Role role_of(const NodePtr& consumer, std::size_t k) const {
+    const NodePtr& in = consumer->inputs[k];
+    const TensorType& t = in->type;
+    bool scalar = true;
+    for (auto d : t.shape) scalar &= d == 1;
+    if (scalar) return Role::Scalar;
+    if (op_as<Elemwise>(consumer) && is_elem(vi(consumer))) {
+      if (t.ndim() == 1) return Role::Col;
+      if (t.shape[0] == 1) return Role::Col;
+      if (t.shape[1] == 1) return Role::Row;
+      return Role::Elem;
+    }
+    if (op_as<Elemwise>(consumer) || op_as<DimShuffle>(consumer)) return Role::Row;
+    if (op_as<CrossentropySoftmax>(consumer))
+      return k == 0 || !is_integer(t.dtype) ? Role::Elem : Role::Row;
+    if (op_as<CrossentropySoftmax1HotDx>(consumer)) return k == 1 ? Role::Elem : Role::Row;
+    return Role::Elem;  // reduce, argmax, softmax, softmax_grad
+  }
+
+  // Second(x, v) reads only x's shape: its value is never waited for nor loaded.
+  static bool shape_only_input(const NodePtr& consumer, std::size_t k) {
+    const auto* e = op_as<Elemwise>(consumer);
+    return e && e->scalar_op() == ScalarOp::Second && k == 0;
+  }
+
+  // The value of input k of `consumer` where the consumer is computed (loop or row level).
+  std::string in_expr(const NodePtr& consumer, std::size_t k) {
+    if (shape_only_input(consumer, k))
+      return "((" + std::string(T(consumer->inputs[k]->type.dtype)) + ")0)";
+    int v = vi(consumer->inputs[k]);
+    Role r = role_of(consumer, k);
+    if (r == Role::Elem || r == Role::Col) return "e" + std::to_string(v);
+    return "r" + std::to_string(v);
+  }
+
+  void plan_node(const NodePtr& n) {
+    const int v = vi(n);
+    int ready = 0;
+    for (std::size_t k = 0; k < n->inputs.size(); ++k) {
+      if (shape_only_input(n, k)) continue;
+      int j = vi(n->inputs[k]);
+      Role r = role_of(n, k);
+      if (member(j)) {
+        ready = std::max(ready, ready_[j]);
+      } else if (r == Role::Row || r == Role::Scalar) {
+        row_uses_.insert(j);
+      }
+    }
+    if (op_as<Reduce>(n) || op_as<ArgReduce>(n)) {
+      accum_pass_[v] = ready;
+      ready += 1;
+    } else if (op_as<Softmax>(n)) {
+      accum_pass_[v] = ready + 1;  // max in `ready`, sum of exp in `ready + 1`
+      first_pass_[v] = ready;
+      ready += 2;
+    } else if (op_as<SoftmaxGrad>(n)) {
+      accum_pass_[v] = ready;
+      ready += 1;
+    } else if (const auto* x = op_as<CrossentropySoftmax>(n)) {
+      (void)x;
+      first_pass_[v] = ready;
+      if (is_integer(n->inputs[1]->type.dtype)) {
+        accum_pass_[v] = ready + 1;
+        ready += 2;
+        needs_err_ = true;
+      } else {
+        accum_pass_[v] = ready + 2;
+        ready += 3;
+      }
+    } else if (op_as<CrossentropySoftmax1HotDx>(n)) {
+      needs_err_ = true;
+    }
+    ready_[v] = ready;
+    if (val(v).place == Place::Buffer) stores_.push_back(v);
+  }
+
+  // Loads a per-row operand (or scalar) once per row.
+  void emit_row_load(int v) {
+    const Value& ov = val(v);
+    std::string rhs;
+    if (ov.place == Place::Host) {
+      rhs = kw_.host_scalar(v);
+    } else {
+      bool scalar = true;
+      for (auto d : ov.node->type.shape) scalar &= d == 1;
+      rhs = scalar ? kw_.ptr(v) + "[0]" : kw_.ptr(v) + "[rowc * " + kw_.word_stride(v, 0) + "]";
+    }
+    kw_.body << "    const " << T(dt(v)) << " r" << v << " = " << rhs << ";\n";
+  }
+
+  // Element values needed for `targets` (members, inputs first), emitted into a sweep.
+  void emit_elems(const std::set<int>& targets, const std::string& ind,
+                  const std::set<int>& consumers = {}) {
+    std::set<int> need;
+    std::function<void(int)> want = [&](int v) {
+      if (!member(v) || !is_elem(v) || need.count(v)) return;
+      need.insert(v);
+      const NodePtr& n = val(v).node;
+      for (std::size_t k = 0; k < n->inputs.size(); ++k)
+        if (!shape_only_input(n, k)) want(vi(n->inputs[k]));
+    };
+    for (int t : targets) want(t);
+    // External element and column operands read by the needed members.
+    std::set<int> loaded;
+    for (const NodePtr& n : st_.fused) {
+      int v = vi(n);
+      if (!need.count(v) && !consumers.count(v)) continue;
+      for (std::size_t k = 0; k < n->inputs.size(); ++k) {
+        if (shape_only_input(n, k)) continue;
+        int j = vi(n->inputs[k]);
+        if (member(j) || loaded.count(j)) continue;
+        Role r = role_of(n, k);
+        if (r != Role::Elem && r != Role::Col) continue;
+        loaded.insert(j);
+        std::string idx;
+        const TensorType& t = val(j).node->type;
+        if (r == Role::Elem)
+          idx = "rowc * " + kw_.word_stride(j, 0) + " + j * " + kw_.word_stride(j, 1);
+        else
+          idx = "j * " + kw_.word_stride(j, t.ndim() - 1);
+        kw_.body << ind << "const " << T(dt(j)) << " e" << j << " = " << kw_.ptr(j) << "[" << idx
+                 << "];\n";
+      }
+    }
+    for (const NodePtr& n : st_.fused) {
+      int v = vi(n);
+      if (!need.count(v)) continue;
+      kw_.body << ind << "const " << T(dt(v)) << " e" << v << " = " << elem_expr(n) << ";\n";
+    }
+  }
+
+  std::string elem_expr(const NodePtr& n) {
+    const int v = vi(n);
+    const std::string Tn = T(dt(v));
+    if (const auto* e = op_as<Elemwise>(n)) {
+      std::vector<std::string> in;
+      for (std::size_t k = 0; k < n->inputs.size(); ++k) in.push_back(in_expr(n, k));
+      return elemwise_expr(*e, n, in);
+    }
+    if (const auto* sm = op_as<Softmax>(n)) {
+      std::string x = "(double)" + in_expr(n, 0), id = std::to_string(v);
+      if (sm->log()) return "(" + Tn + ")(" + x + " - m" + id + " - ls" + id + ")";
+      return "(" + Tn + ")(thea_exp(" + x + " - m" + id + ") / s" + id + ")";
+    }
+    if (op_as<SoftmaxGrad>(n))
+      return "(" + Tn + ")((double)" + in_expr(n, 1) + " * ((double)" + in_expr(n, 0) + " - d" +
+             std::to_string(v) + "))";
+    if (op_as<CrossentropySoftmax1HotDx>(n))
+      return "(" + Tn + ")((double)" + in_expr(n, 0) + " * ((double)" + in_expr(n, 1) +
+             " - (j == (long long)" + in_expr(n, 2) + " ? 1.0 : 0.0)))";
+    throw Error("cuda codegen: row group cannot compute " + n->describe() + " per element");
+  }
+
+  // A sweep over the columns: accumulations of this pass and element stores.
+  void emit_pass(int p) {
+    std::set<int> targets, consumers;
+    std::ostringstream acc_decl, acc_body, finish;
+    for (const NodePtr& n : st_.fused) {
+      const int v = vi(n);
+      const std::string id = std::to_string(v);
+      auto in0 = [&](std::size_t k) { return in_expr(n, k); };
+      if (const auto* r = op_as<Reduce>(n); r && accum_pass_[v] == p) {
+        targets.insert(vi(n->inputs[0]));
+        consumers.insert(v);
+        reduce_parts(n, *r, id, acc_decl, acc_body, finish, in0(0));
+      } else if (const auto* a = op_as<ArgReduce>(n); a && accum_pass_[v] == p) {
+        targets.insert(vi(n->inputs[0]));
+        consumers.insert(v);
+        Dtype in = n->inputs[0]->type.dtype;
+        std::string vt =
+            is_float(in) ? T(in) : ((in == Dtype::Bool || in == Dtype::UInt8) ? "int" : T(in));
+        std::string init = is_float(in) ? (a->is_max() ? "thea_neg_inf<" + vt + ">()"
+                                                       : "(-thea_neg_inf<" + vt + ">())")
+                                        : "(" + vt + ")" + int_limit(in, !a->is_max());
+        acc_decl << "    " << vt << " b" << id << " = " << init << ";\n    long long bi" << id
+                 << " = 9223372036854775807LL;\n";
+        acc_body << "        if (thea_arg_better<" << vt << ">((" << vt << ")" << in0(0) << ", j, b"
+                 << id << ", bi" << id << ", " << (a->is_max() ? "true" : "false") << ")) { b" << id
+                 << " = (" << vt << ")" << in0(0) << "; bi" << id << " = j; }\n";
+        finish << "    thea_segment_argreduce<" << vt << ">(b" << id << ", bi" << id << ", "
+               << (a->is_max() ? "true" : "false") << ", thea_smem);\n"
+               << "    const int64_t r" << id << " = (int64_t)bi" << id << ";\n";
+      } else if (op_as<Softmax>(n) && (first_pass_[v] == p || accum_pass_[v] == p)) {
+        targets.insert(vi(n->inputs[0]));
+        consumers.insert(v);
+        if (first_pass_[v] == p) {
+          acc_decl << "    double m" << id << " = thea_neg_inf<double>();\n";
+          acc_body << "        m" << id << " = thea_maximum((double)" << in0(0) << ", m" << id
+                   << ");\n";
+          finish << "    m" << id << " = thea_segment_allreduce<double>(m" << id
+                 << ", thea_op_max<double>(), (double*)thea_smem);\n";
+        } else {
+          acc_decl << "    double s" << id << " = 0.0;\n";
+          acc_body << "        s" << id << " += thea_exp((double)" << in0(0) << " - m" << id
+                   << ");\n";
+          finish << "    s" << id << " = thea_segment_allreduce<double>(s" << id
+                 << ", thea_op_add<double>(), (double*)thea_smem);\n"
+                 << "    const double ls" << id << " = thea_log(s" << id << ");\n";
+        }
+      } else if (op_as<SoftmaxGrad>(n) && accum_pass_[v] == p) {
+        targets.insert(vi(n->inputs[0]));
+        consumers.insert(v);
+        targets.insert(vi(n->inputs[1]));
+        acc_decl << "    double d" << id << " = 0.0;\n";
+        acc_body << "        d" << id << " += (double)" << in0(0) << " * (double)" << in0(1)
+                 << ";\n";
+        finish << "    d" << id << " = thea_segment_allreduce<double>(d" << id
+               << ", thea_op_add<double>(), (double*)thea_smem);\n";
+      } else if (op_as<CrossentropySoftmax>(n) &&
+                 (first_pass_[v] == p || first_pass_[v] + 1 == p || accum_pass_[v] == p)) {
+        const bool labels = is_integer(n->inputs[1]->type.dtype);
+        targets.insert(vi(n->inputs[0]));
+        consumers.insert(v);
+        if (first_pass_[v] == p) {
+          acc_decl << "    double m" << id << " = thea_neg_inf<double>();\n";
+          acc_body << "        m" << id << " = thea_maximum((double)" << in0(0) << ", m" << id
+                   << ");\n";
+          finish << "    m" << id << " = thea_segment_allreduce<double>(m" << id
+                 << ", thea_op_max<double>(), (double*)thea_smem);\n";
+        } else if (first_pass_[v] + 1 == p) {
+          acc_decl << "    double s" << id << " = 0.0;\n";
+          acc_body << "        s" << id << " += thea_exp((double)" << in0(0) << " - m" << id
+                   << ");\n";
+          finish << "    s" << id << " = thea_segment_allreduce<double>(s" << id
+                 << ", thea_op_add<double>(), (double*)thea_smem);\n"
+                 << "    const bool mi" << id << " = m" << id << " == thea_neg_inf<double>() || m"
+                 << id << " == -thea_neg_inf<double>();\n"
+                 << "    const double lse" << id << " = mi" << id << " ? m" << id << " : m" << id
+                 << " + thea_log(s" << id << ");\n";
+          if (labels) gathers_[p + 1].push_back(v);
+        } else if (!labels) {
+          targets.insert(vi(n->inputs[1]));
+          acc_decl << "    double a" << id << " = 0.0;\n";
+          acc_body << "        a" << id << " += (double)" << in0(1) << " * (lse" << id
+                   << " - (double)" << in0(0) << ");\n";
+          finish << "    a" << id << " = thea_segment_allreduce<double>(a" << id
+                 << ", thea_op_add<double>(), (double*)thea_smem);\n"
+                 << "    const " << T(dt(v)) << " r" << id << " = (" << T(dt(v)) << ")a" << id
+                 << ";\n";
+        }
+      }
+    }
+    // Element stores of this pass.
+    std::vector<int> elem_stores;
+    for (int v : stores_)
+      if (is_elem(v) && ready_[v] == p) {
+        elem_stores.push_back(v);
+        targets.insert(v);
+      }
+    if (targets.empty() && acc_decl.str().empty()) return;
+    kw_.body << "    // sweep " << p << "\n" << acc_decl.str();
+    kw_.body
+        << "    if (valid) {\n      for (long long j = threadIdx.x; j < len; j += blockDim.x) {\n";
+    emit_elems(targets, "        ", consumers);
+    kw_.body << acc_body.str();
+    for (int v : elem_stores)
+      kw_.body << "        " << out_ptr(v) << "[row * len + j] = e" << v << ";\n";
+    kw_.body << "      }\n    }\n" << finish.str();
+  }
+
+  void reduce_parts(const NodePtr& n, const Reduce& r, const std::string& id,
+                    std::ostringstream& decl, std::ostringstream& body, std::ostringstream& finish,
+                    const std::string& x) {
+    const Dtype in = n->inputs[0]->type.dtype, out = n->type.dtype;
+    std::string acc_t, init, op, fin, combine;
+    switch (r.kind()) {
+      case ReduceKind::Sum:
+      case ReduceKind::Mean:
+        if (is_float(in) || r.kind() == ReduceKind::Mean) {
+          acc_t = "double";
+          init = "0.0";
+          combine = "q" + id + " = q" + id + " + (double)" + x;
+          op = "thea_op_add<double>()";
+          fin = r.kind() == ReduceKind::Mean ? "q" + id + " / (double)len" : "q" + id;
+        } else {
+          acc_t = "unsigned long long";
+          init = "0ull";
+          combine = "q" + id + " = q" + id + " + (unsigned long long)(long long)" + x;
+          op = "thea_op_add<unsigned long long>()";
+          fin = "(long long)q" + id;
+        }
+        break;
+      case ReduceKind::Prod:
+        if (is_float(in)) {
+          acc_t = "double";
+          init = "1.0";
+          combine = "q" + id + " = q" + id + " * (double)" + x;
+          op = "thea_op_mul<double>()";
+          fin = "q" + id;
+        } else {
+          acc_t = "unsigned long long";
+          init = "1ull";
+          combine = "q" + id + " = q" + id + " * (unsigned long long)(long long)" + x;
+          op = "thea_op_mul<unsigned long long>()";
+          fin = "(long long)q" + id;
+        }
+        break;
+      case ReduceKind::Max:
+      case ReduceKind::Min: {
+        const bool mx = r.kind() == ReduceKind::Max;
+        if (is_float(in)) {
+          acc_t = T(in);
+          init = mx ? "thea_neg_inf<" + acc_t + ">()" : "(-thea_neg_inf<" + acc_t + ">())";
+        } else {
+          acc_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : T(in);
+          init = "(" + acc_t + ")" + int_limit(in, !mx);
+        }
+        combine = "q" + id + " = " + std::string(mx ? "thea_maximum" : "thea_minimum") + "<" +
+                  acc_t + ">(q" + id + ", (" + acc_t + ")" + x + ")";
+        op = std::string(mx ? "thea_op_max<" : "thea_op_min<") + acc_t + ">()";
+        fin = "q" + id;
+        break;
+      }
+    }
+    decl << "    " << acc_t << " q" << id << " = " << init << ";\n";
+    body << "        " << combine << ";\n";
+    finish << "    q" << id << " = thea_segment_allreduce<" << acc_t << ">(q" << id << ", " << op
+           << ", (" << acc_t << "*)thea_smem);\n"
+           << "    const " << T(out) << " r" << id << " = (" << T(out) << ")(" << fin << ");\n";
+  }
+
+  // Per-row values that become known before sweep b: gathers (cross-entropy at the label)
+  // and per-row elementwise ops / dimshuffles.
+  void emit_boundary(int b) {
+    for (int v : gathers_[b]) {
+      const NodePtr& n = val(v).node;
+      const std::string id = std::to_string(v);
+      const std::string Tn = T(dt(v));
+      kw_.body << "    " << Tn << " r" << id << " = (" << Tn << ")0;\n"
+               << "    {\n      const long long j = (long long)" << in_expr(n, 1) << ";\n"
+               << "      if (j < 0 || j >= len) {\n        if (valid && threadIdx.x == 0) "
+                  "atomicOr(err, THEA_ERR_INDEX);\n"
+               << "      } else if (valid) {\n";
+      emit_elems({vi(n->inputs[0])}, "        ", {v});
+      kw_.body << "        r" << id << " = (" << Tn << ")(lse" << id << " - (double)"
+               << in_expr(n, 0) << ");\n      }\n    }\n";
+    }
+    for (const NodePtr& n : st_.fused) {
+      const int v = vi(n);
+      if (is_elem(v) || ready_[v] != b) continue;
+      if (!(op_as<Elemwise>(n) || op_as<DimShuffle>(n))) continue;
+      const std::string Tn = T(dt(v));
+      if (op_as<DimShuffle>(n)) {
+        kw_.body << "    const " << Tn << " r" << v << " = " << in_expr(n, 0) << ";\n";
+        continue;
+      }
+      std::vector<std::string> in;
+      for (std::size_t k = 0; k < n->inputs.size(); ++k) in.push_back(in_expr(n, k));
+      kw_.body << "    const " << Tn << " r" << v << " = "
+               << elemwise_expr(*op_as<Elemwise>(n), n, in) << ";\n";
+    }
+    // Dx label checks, once per row, when the labels are known.
+    for (const NodePtr& n : st_.fused)
+      if (op_as<CrossentropySoftmax1HotDx>(n) && ready_[vi(n)] == b)
+        kw_.body << "    if (valid && threadIdx.x == 0 && ((long long)" << in_expr(n, 2)
+                 << " < 0 || (long long)" << in_expr(n, 2)
+                 << " >= len)) atomicOr(err, THEA_ERR_INDEX);\n";
+  }
+
+  KernelWriter& kw_;
+  Step& st_;
+  std::set<int> members_, row_uses_;
+  std::map<int, int> ready_, accum_pass_, first_pass_;
+  std::map<int, std::vector<int>> gathers_;
+  std::vector<int> stores_;
+  int space_ = -1;
+  bool needs_err_ = false;
+};
+
+void render_row_group(KernelWriter& kw) { RowGroupWriter(kw).render(); }
 
 void render_dot_naive(KernelWriter& kw) {
   Step& st = kw.step_;
@@ -680,19 +1137,47 @@ void render_kernels(Plan& plan) {
     st.params.clear();
     KernelWriter kw(plan, st);
     switch (st.kind) {
-      case StepKind::Map: render_map(kw); break;
-      case StepKind::Copy: render_copy(kw); break;
-      case StepKind::Reduce: render_reduce(kw); break;
-      case StepKind::ArgReduce: render_argreduce(kw); break;
-      case StepKind::Softmax: render_softmax(kw); break;
-      case StepKind::Xent: render_xent(kw); break;
-      case StepKind::XentGrad: render_xent_grad(kw); break;
-      case StepKind::OneHot: render_one_hot(kw); break;
-      case StepKind::SoftmaxGrad: render_softmax_grad(kw); break;
-      case StepKind::XentSoftmax: render_xent_softmax(kw); break;
-      case StepKind::XentSoftmaxDx: render_xent_softmax_dx(kw); break;
-      case StepKind::DotNaive: render_dot_naive(kw); break;
-      default: continue;
+      case StepKind::Map:
+        render_map(kw);
+        break;
+      case StepKind::Copy:
+        render_copy(kw);
+        break;
+      case StepKind::Reduce:
+        render_reduce(kw);
+        break;
+      case StepKind::ArgReduce:
+        render_argreduce(kw);
+        break;
+      case StepKind::Softmax:
+        render_softmax(kw);
+        break;
+      case StepKind::Xent:
+        render_xent(kw);
+        break;
+      case StepKind::XentGrad:
+        render_xent_grad(kw);
+        break;
+      case StepKind::OneHot:
+        render_one_hot(kw);
+        break;
+      case StepKind::SoftmaxGrad:
+        render_softmax_grad(kw);
+        break;
+      case StepKind::XentSoftmax:
+        render_xent_softmax(kw);
+        break;
+      case StepKind::XentSoftmaxDx:
+        render_xent_softmax_dx(kw);
+        break;
+      case StepKind::RowGroup:
+        render_row_group(kw);
+        break;
+      case StepKind::DotNaive:
+        render_dot_naive(kw);
+        break;
+      default:
+        continue;
     }
     const std::size_t nw = std::max<std::size_t>(st.params.size(), 1);
     std::string body = "(const thea_params<" + std::to_string(nw) +
@@ -702,8 +1187,8 @@ void render_kernels(Plan& plan) {
       st.kernel = it->second;
       continue;
     }
-    std::string name = std::string("thea_") + step_kind_name(st.kind) + "_" +
-                       key_digest(body).substr(0, 12);
+    std::string name =
+        std::string("thea_") + step_kind_name(st.kind) + "_" + key_digest(body).substr(0, 12);
     by_body[body] = name;
     st.kernel = name;
     src << "// " << step_kind_name(st.kind) << " "

@@ -156,8 +156,8 @@ void check_cublas(cublasStatus_t status, const char* what) {
 
 void check_nvrtc(nvrtcResult result, const char* what) {
   if (result == NVRTC_SUCCESS) return;
-  throw CompileError(std::string("cuda: ") + what + " failed: " +
-                     nvrtc().nvrtcGetErrorString(result));
+  throw CompileError(std::string("cuda: ") + what +
+                     " failed: " + nvrtc().nvrtcGetErrorString(result));
 }
 
 }  // namespace thea::cuda

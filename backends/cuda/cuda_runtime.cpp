@@ -10,6 +10,7 @@
 
 #include "cuda/codegen.hpp"
 #include "cuda/cuda_libs.hpp"
+#include "cuda/dnn.hpp"
 #include "cuda/nvrtc_compiler.hpp"
 #include "cuda/runtime.hpp"
 #include "thea/error.hpp"
@@ -68,7 +69,8 @@ class RealRuntime : public Runtime {
     make_current();
     const DeviceInfo& d = device();
     auto archs = nvrtc_supported_archs();
-    target_ = choose_target(d.cc_major * 10 + d.cc_minor, archs.data(), static_cast<int>(archs.size()));
+    target_ =
+        choose_target(d.cc_major * 10 + d.cc_minor, archs.data(), static_cast<int>(archs.size()));
   }
 
   std::string name() const override { return "cuda"; }
@@ -80,9 +82,9 @@ class RealRuntime : public Runtime {
     CompiledCode code =
         compile_cuda(nvrtc_source(body), target_, default_nvrtc_options(), &cache_, what);
     cudaLibrary_t lib = nullptr;
-    check_cuda(cudaLibraryLoadData(&lib, code.binary.data(), nullptr, nullptr, 0, nullptr, nullptr,
-                                   0),
-               "cudaLibraryLoadData");
+    check_cuda(
+        cudaLibraryLoadData(&lib, code.binary.data(), nullptr, nullptr, 0, nullptr, nullptr, 0),
+        "cudaLibraryLoadData");
     auto m = std::make_shared<CudaModule>(lib);
     m->compile_seconds = code.seconds;
     m->from_cache = code.from_cache;
@@ -99,6 +101,7 @@ class RealRuntime : public Runtime {
     {
       std::lock_guard lock(mutex_);
       blas_.erase(s);
+      dnn_.erase(s);
     }
     if (s) cudaStreamDestroy(static_cast<cudaStream_t>(s));
   }
@@ -134,9 +137,8 @@ class RealRuntime : public Runtime {
                "cudaMemcpyAsync (device to host)");
   }
   void memcpy_d2d(void* dst, const void* src, std::size_t n, Stream s) override {
-    check_cuda(
-        cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(s)),
-        "cudaMemcpyAsync (device to device)");
+    check_cuda(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(s)),
+               "cudaMemcpyAsync (device to device)");
   }
   void memset_d(void* dst, int value, std::size_t n, Stream s) override {
     check_cuda(cudaMemsetAsync(dst, value, n, static_cast<cudaStream_t>(s)), "cudaMemsetAsync");
@@ -164,7 +166,7 @@ class RealRuntime : public Runtime {
 
   using PfnKernelGetFunction = CUresult (*)(CUfunction*, CUkernel);
   using PfnLaunchKernel = CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
-                                      unsigned, unsigned, CUstream, void**, void**);
+                                       unsigned, unsigned, CUstream, void**, void**);
 
   void driver_launch(void* kernel, const LaunchConfig& cfg, void** argv, Stream s) {
     if (!get_function_ || !launch_kernel_) {
@@ -184,8 +186,8 @@ class RealRuntime : public Runtime {
     CUresult r = get_function_(&f, static_cast<CUkernel>(kernel));
     if (r != CUDA_SUCCESS)
       throw BackendError("cuda: cuKernelGetFunction failed with CUresult " + std::to_string(r));
-    r = launch_kernel_(f, cfg.grid_x, cfg.grid_y, cfg.grid_z, cfg.block_x, cfg.block_y,
-                       cfg.block_z, cfg.shared_bytes, static_cast<CUstream>(s), argv, nullptr);
+    r = launch_kernel_(f, cfg.grid_x, cfg.grid_y, cfg.grid_z, cfg.block_x, cfg.block_y, cfg.block_z,
+                       cfg.shared_bytes, static_cast<CUstream>(s), argv, nullptr);
     if (r != CUDA_SUCCESS)
       throw BackendError("cuda: cuLaunchKernel failed with CUresult " + std::to_string(r) + " (" +
                          cfg.str() + ")");
@@ -215,27 +217,26 @@ class RealRuntime : public Runtime {
     auto op = [](const BlasOperand& o) { return o.transpose ? CUBLAS_OP_T : CUBLAS_OP_N; };
     const int n = static_cast<int>(p.n), m = static_cast<int>(p.m), k = static_cast<int>(p.k);
     if (dtype == Dtype::Float32) {
-      check_cublas(api.cublasSgemm_v2(h, op(p.b), op(p.a), n, m, k,
-                                      static_cast<const float*>(alpha),
-                                      static_cast<const float*>(b.ptr), static_cast<int>(p.b.ld),
-                                      static_cast<const float*>(a.ptr), static_cast<int>(p.a.ld),
-                                      static_cast<const float*>(beta), static_cast<float*>(c.ptr),
-                                      static_cast<int>(p.ldc)),
-                   "cublasSgemm");
+      check_cublas(
+          api.cublasSgemm_v2(h, op(p.b), op(p.a), n, m, k, static_cast<const float*>(alpha),
+                             static_cast<const float*>(b.ptr), static_cast<int>(p.b.ld),
+                             static_cast<const float*>(a.ptr), static_cast<int>(p.a.ld),
+                             static_cast<const float*>(beta), static_cast<float*>(c.ptr),
+                             static_cast<int>(p.ldc)),
+          "cublasSgemm");
     } else {
-      check_cublas(api.cublasDgemm_v2(h, op(p.b), op(p.a), n, m, k,
-                                      static_cast<const double*>(alpha),
-                                      static_cast<const double*>(b.ptr), static_cast<int>(p.b.ld),
-                                      static_cast<const double*>(a.ptr), static_cast<int>(p.a.ld),
-                                      static_cast<const double*>(beta),
-                                      static_cast<double*>(c.ptr), static_cast<int>(p.ldc)),
-                   "cublasDgemm");
+      check_cublas(
+          api.cublasDgemm_v2(h, op(p.b), op(p.a), n, m, k, static_cast<const double*>(alpha),
+                             static_cast<const double*>(b.ptr), static_cast<int>(p.b.ld),
+                             static_cast<const double*>(a.ptr), static_cast<int>(p.a.ld),
+                             static_cast<const double*>(beta), static_cast<double*>(c.ptr),
+                             static_cast<int>(p.ldc)),
+          "cublasDgemm");
     }
   }
 
   void gemm_indirect(Dtype dtype, const BlasPlan& p, const void* alpha, void* const* a_ptr,
-                     void* const* b_ptr, const void* beta, void* const* c_ptr,
-                     Stream s) override {
+                     void* const* b_ptr, const void* beta, void* const* c_ptr, Stream s) override {
     cublasHandle_t h = blas_for(s);
     const CublasApi& api = cublas();
     auto op = [](const BlasOperand& o) { return o.transpose ? CUBLAS_OP_T : CUBLAS_OP_N; };
@@ -259,6 +260,19 @@ class RealRuntime : public Runtime {
     }
   }
 
+  bool dnn_softmax(Dtype dtype, bool log, std::int64_t rows, std::int64_t cols, const void* x,
+                   void* y, Stream s) override {
+    if (!DnnHandle::available()) return false;
+    std::unique_ptr<DnnHandle>* h;
+    {
+      std::lock_guard lock(mutex_);
+      h = &dnn_[s];
+      if (!*h) *h = std::make_unique<DnnHandle>();
+    }
+    (*h)->softmax(s, dtype, log, rows, cols, x, y);
+    return true;
+  }
+
   void* host_alloc(std::size_t n) override {
     void* p = nullptr;
     check_cuda(cudaMallocHost(&p, std::max<std::size_t>(n, 8)), "cudaMallocHost");
@@ -269,9 +283,9 @@ class RealRuntime : public Runtime {
   }
 
   void begin_capture(Stream s) override {
-    check_cuda(cudaStreamBeginCapture(static_cast<cudaStream_t>(s),
-                                      cudaStreamCaptureModeThreadLocal),
-               "cudaStreamBeginCapture");
+    check_cuda(
+        cudaStreamBeginCapture(static_cast<cudaStream_t>(s), cudaStreamCaptureModeThreadLocal),
+        "cudaStreamBeginCapture");
   }
   std::unique_ptr<Graph> end_capture(Stream s) override {
     cudaGraph_t g = nullptr;
@@ -299,6 +313,7 @@ class RealRuntime : public Runtime {
   PfnLaunchKernel launch_kernel_ = nullptr;
   std::mutex mutex_;
   std::map<Stream, std::unique_ptr<BlasContext>> blas_;
+  std::map<Stream, std::unique_ptr<DnnHandle>> dnn_;
 };
 
 }  // namespace

@@ -16,8 +16,8 @@ int selected_ordinal() {
   if (!env || !*env) return 0;
   char* end = nullptr;
   long v = std::strtol(env, &end, 10);
-  if (*end != '\0' || v < 0) throw BackendError(std::string("THEA_CUDA_DEVICE='") + env +
-                                                "' is not a device number");
+  if (*end != '\0' || v < 0)
+    throw BackendError(std::string("THEA_CUDA_DEVICE='") + env + "' is not a device number");
   return static_cast<int>(v);
 }
 
@@ -46,8 +46,10 @@ const State& state() {
       return st;
     }
     if (driver / 1000 < runtime / 1000) {
-      st.reason = "the NVIDIA driver supports CUDA " + version_str(driver) + " but thea was built "
-                  "with CUDA " + version_str(runtime) + "; update the driver";
+      st.reason = "the NVIDIA driver supports CUDA " + version_str(driver) +
+                  " but thea was built "
+                  "with CUDA " +
+                  version_str(runtime) + "; update the driver";
       return st;
     }
     int count = 0;

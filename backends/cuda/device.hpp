@@ -19,7 +19,7 @@ struct DeviceInfo {
   std::size_t shared_mem_per_block = 48 * 1024;
   std::size_t l2_bytes = 0;
   std::size_t total_mem = 0;
-  int driver_version = 0;   // 13000 for CUDA 13.0
+  int driver_version = 0;  // 13000 for CUDA 13.0
   int runtime_version = 0;
 };
 
@@ -35,8 +35,8 @@ void make_current();
 // How kernels are compiled for a device: SASS for `arch` when NVRTC supports it, else PTX
 // for the newest virtual arch NVRTC knows (the driver JITs it).
 struct CompileTarget {
-  int arch = 90;       // 90 -> sm_90 / compute_90
-  bool cubin = true;   // false: PTX
+  int arch = 90;               // 90 -> sm_90 / compute_90
+  bool cubin = true;           // false: PTX
   std::string option() const;  // "-arch=sm_90" or "-arch=compute_90"
   std::string str() const;     // "sm_90" or "compute_90"
 };

@@ -8,11 +8,9 @@
 namespace thea::cuda {
 
 bool cudnn_softmax_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("THEA_CUDA_CUDNN");
-    return v && *v && std::string(v) != "0";
-  }();
-  return on;
+  // Read at each compile (not cached) so a benchmark can compile both variants.
+  const char* v = std::getenv("THEA_CUDA_CUDNN");
+  return v && *v && std::string(v) != "0";
 }
 
 bool DnnHandle::available(std::string* why) { return cudnn_available(why); }
@@ -49,9 +47,8 @@ void DnnHandle::softmax(void* stream, Dtype dtype, bool log, std::int64_t rows, 
   cudnnTensorDescriptor_t desc = nullptr;
   check_cudnn(api.cudnnCreateTensorDescriptor(&desc), "cudnnCreateTensorDescriptor");
   cudnnDataType_t dt = dtype == Dtype::Float32 ? CUDNN_DATA_FLOAT : CUDNN_DATA_DOUBLE;
-  cudnnStatus_t s = api.cudnnSetTensor4dDescriptor(desc, CUDNN_TENSOR_NCHW, dt,
-                                                   static_cast<int>(rows), static_cast<int>(cols),
-                                                   1, 1);
+  cudnnStatus_t s = api.cudnnSetTensor4dDescriptor(
+      desc, CUDNN_TENSOR_NCHW, dt, static_cast<int>(rows), static_cast<int>(cols), 1, 1);
   if (s == CUDNN_STATUS_SUCCESS) {
     double one_d = 1, zero_d = 0;
     float one_f = 1, zero_f = 0;

@@ -28,7 +28,7 @@ class DnnHandle {
   void* stream_ = nullptr;
 };
 
-// Opt-in switch read once from THEA_CUDA_CUDNN.
+// Opt-in switch THEA_CUDA_CUDNN=1, read when a function is compiled.
 bool cudnn_softmax_enabled();
 
 }  // namespace thea::cuda

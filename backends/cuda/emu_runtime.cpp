@@ -133,8 +133,8 @@ class EmuRuntime : public Runtime {
         f << src;
       }
       std::string log = so + "." + tag + ".log";
-      std::string cmd = cxx + " " + flags + " -x c++ '" + cpp + "' -o '" + tmp + "' > '" + log +
-                        "' 2>&1";
+      std::string cmd =
+          cxx + " " + flags + " -x c++ '" + cpp + "' -o '" + tmp + "' > '" + log + "' 2>&1";
       int rc = std::system(cmd.c_str());
       if (rc != 0) {
         std::string msg = read_file(log);
@@ -167,6 +167,11 @@ class EmuRuntime : public Runtime {
   void wait_event(Stream, Event) override {}
   void event_synchronize(Event) override {}
 
+  // cuDNN is not emulated: the program falls back to its own softmax kernel.
+  bool dnn_softmax(Dtype, bool, std::int64_t, std::int64_t, const void*, void*, Stream) override {
+    return false;
+  }
+
   void* host_alloc(std::size_t n) override { return std::malloc(std::max<std::size_t>(n, 8)); }
   void host_free(void* p) override { std::free(p); }
 
@@ -192,20 +197,22 @@ class EmuRuntime : public Runtime {
     std::vector<std::int64_t> p(params, params + n_words);
     auto entry = reinterpret_cast<thea_emu_entry>(kernel);
     launches_++;
+    if (skip_kernels_) return;  // measuring the host side of a call
     run_or_record(s, [=] { simt_run(cfg, entry, p.data(), args); });
   }
 
   void gemm(Dtype dtype, const BlasPlan& plan, const void* alpha, const MatView& a,
             const MatView& b, const void* beta, const MatView& c, Stream s) override {
+    if (skip_kernels_) return;
     void* ap = a.ptr;
     void* bp = b.ptr;
     void* cp = c.ptr;
     run_or_record(s, [=] { do_gemm(dtype, plan, alpha, ap, bp, beta, cp); });
   }
   void gemm_indirect(Dtype dtype, const BlasPlan& plan, const void* alpha, void* const* a_ptr,
-                     void* const* b_ptr, const void* beta, void* const* c_ptr,
-                     Stream s) override {
+                     void* const* b_ptr, const void* beta, void* const* c_ptr, Stream s) override {
     // The pointers are read when the work runs, like cublas<t>gemmBatched.
+    if (skip_kernels_) return;
     run_or_record(s, [=] { do_gemm(dtype, plan, alpha, *a_ptr, *b_ptr, beta, *c_ptr); });
   }
 
@@ -263,6 +270,8 @@ class EmuRuntime : public Runtime {
   std::map<Stream, std::vector<std::function<void()>>> capturing_;
   std::uintptr_t next_token_ = 0x1000;
   std::size_t launches_ = 0;
+  // THEA_EMU_SKIP_KERNELS=1: launches do nothing (benchmarks of the per-call host path).
+  bool skip_kernels_ = std::getenv("THEA_EMU_SKIP_KERNELS") != nullptr;
 };
 
 }  // namespace

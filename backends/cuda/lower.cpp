@@ -1,12 +1,18 @@
 #include "cuda/lower.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "cuda/codegen.hpp"
+#include "cuda/dnn.hpp"
 #include "thea/error.hpp"
 #include "thea/op.hpp"
+#include "thea/rewrite.hpp"
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
 
@@ -44,6 +50,7 @@ class Lowering {
     create_values();
     assign_places();
     find_gemm_epilogues();
+    find_row_groups();
     decide_inline();
     plan_updates_and_outputs();
     build_steps();
@@ -94,12 +101,16 @@ class Lowering {
     for (const NodePtr& n : order_) {
       Value& v = val(idx(n));
       switch (n->kind) {
-        case NodeKind::Input: v.place = n->type.ndim() == 0 ? Place::Host : Place::Input; break;
+        case NodeKind::Input:
+          v.place = n->type.ndim() == 0 ? Place::Host : Place::Input;
+          break;
         case NodeKind::Constant:
           // Scalars (also (1,)-shaped ones) travel in the argument block, not in buffers.
           v.place = is_scalar_like(n->type) ? Place::Host : Place::Constant;
           break;
-        case NodeKind::Shared: v.place = Place::Shared; break;
+        case NodeKind::Shared:
+          v.place = Place::Shared;
+          break;
         case NodeKind::Apply: {
           bool all_host = std::all_of(n->inputs.begin(), n->inputs.end(),
                                       [&](const NodePtr& i) { return is_host(i); });
@@ -207,13 +218,208 @@ class Lowering {
     return std::find(fg_.outputs().begin(), fg_.outputs().end(), n) != fg_.outputs().end();
   }
 
+  // ---- row groups ----------------------------------------------------------------------
+  // Row-wise subgraphs over matrices (N, C): elementwise ops with per-row (N, 1) and
+  // per-column (1, C) broadcasts, reductions over the last axis, softmax, cross-entropy and
+  // their gradients. One kernel runs a whole group: a thread block sweeps each row a few
+  // times, with an all-reduce between sweeps (the tutorial's step becomes gemm, one row
+  // kernel, the mean, gemm).
+  enum class RowClass { None, Elem, Row, Col, Scalar };
+
+  static RowClass row_class(const TensorType& t) {
+    if (is_scalar_like(t)) return RowClass::Scalar;
+    if (t.ndim() == 2) {
+      if (t.shape[0] != 1 && t.shape[1] != 1) return RowClass::Elem;
+      if (t.shape[1] == 1) return RowClass::Row;
+      return RowClass::Col;
+    }
+    if (t.ndim() == 1) return RowClass::Row;  // as a node value; as an elementwise input: Col
+    return RowClass::None;
+  }
+
+  // Whether n can be computed inside a row group, and what its value is (Elem or Row).
+  RowClass group_candidate(const NodePtr& n) const {
+    if (n->kind != NodeKind::Apply) return RowClass::None;
+    const Value& v = plan_.values[static_cast<std::size_t>(plan_.index.at(n.get()))];
+    // Per-row dimshuffles are views elsewhere; inside a group they are register copies.
+    const bool view_ok = v.place == Place::View && op_as<DimShuffle>(n) && !v.dynamic;
+    if ((v.place != Place::Buffer && !view_ok) || epilogues_.count(n.get())) return RowClass::None;
+    const RowClass out = row_class(n->type);
+    auto cls = [&](int k) { return row_class(n->inputs[static_cast<std::size_t>(k)]->type); };
+    auto rank = [&](int k) { return n->inputs[static_cast<std::size_t>(k)]->type.ndim(); };
+    if (op_as<Elemwise>(n)) {
+      if (out == RowClass::Elem) {
+        for (std::size_t k = 0; k < n->inputs.size(); ++k) {
+          RowClass c = cls(static_cast<int>(k));
+          if (c == RowClass::Elem && !same_pattern(n->inputs[k]->type, n->type))
+            return RowClass::None;
+          if (c == RowClass::None) return RowClass::None;
+          // A vector here broadcasts along the rows (a column operand): it must be loaded,
+          // so it cannot be a per-row value computed in the same group.
+          if (rank(static_cast<int>(k)) == 1 && n->inputs[k]->kind == NodeKind::Apply &&
+              !is_host(n->inputs[k]))
+            return RowClass::None;
+        }
+        return RowClass::Elem;
+      }
+      if (out == RowClass::Row) {
+        for (std::size_t k = 0; k < n->inputs.size(); ++k) {
+          RowClass c = cls(static_cast<int>(k));
+          if (c == RowClass::Scalar) continue;
+          if (c != RowClass::Row || rank(static_cast<int>(k)) != n->type.ndim())
+            return RowClass::None;
+        }
+        return RowClass::Row;
+      }
+      return RowClass::None;
+    }
+    if (const auto* ds = op_as<DimShuffle>(n)) {
+      if (out != RowClass::Row || cls(0) != RowClass::Row) return RowClass::None;
+      const auto& pat = ds->pattern();
+      if (rank(0) == 1 && pat == std::vector<int>{0, -1}) return RowClass::Row;
+      if (rank(0) == 2 && pat == std::vector<int>{0}) return RowClass::Row;
+      return RowClass::None;
+    }
+    if (const auto* r = op_as<Reduce>(n)) {
+      if (cls(0) == RowClass::Elem && r->axes() == std::vector<int>{1}) return RowClass::Row;
+      return RowClass::None;
+    }
+    if (const auto* a = op_as<ArgReduce>(n)) {
+      if (cls(0) == RowClass::Elem && a->axis() == 1) return RowClass::Row;
+      return RowClass::None;
+    }
+    if (op_as<Softmax>(n)) return cls(0) == RowClass::Elem ? RowClass::Elem : RowClass::None;
+    if (op_as<SoftmaxGrad>(n))
+      return cls(0) == RowClass::Elem && cls(1) == RowClass::Elem ? RowClass::Elem : RowClass::None;
+    if (op_as<CrossentropySoftmax>(n)) {
+      if (cls(0) != RowClass::Elem) return RowClass::None;
+      const TensorType& y = n->inputs[1]->type;
+      if (is_integer(y.dtype) ? (y.ndim() == 1 && cls(1) == RowClass::Row)
+                              : (cls(1) == RowClass::Elem && same_pattern(y, n->inputs[0]->type)))
+        return RowClass::Row;
+      return RowClass::None;
+    }
+    if (op_as<CrossentropySoftmax1HotDx>(n)) {
+      if (rank(0) == 1 && cls(0) == RowClass::Row && cls(1) == RowClass::Elem && rank(2) == 1 &&
+          cls(2) == RowClass::Row)
+        return RowClass::Elem;
+      return RowClass::None;
+    }
+    return RowClass::None;
+  }
+
+  static bool is_row_op(const NodePtr& n) {
+    return op_as<Reduce>(n) || op_as<ArgReduce>(n) || op_as<Softmax>(n) || op_as<SoftmaxGrad>(n) ||
+           op_as<CrossentropySoftmax>(n) || op_as<CrossentropySoftmax1HotDx>(n);
+  }
+
+  int uf_find(std::vector<int>& p, int x) {
+    while (p[static_cast<std::size_t>(x)] != x)
+      x = p[static_cast<std::size_t>(x)] =
+          p[static_cast<std::size_t>(p[static_cast<std::size_t>(x)])];
+    return x;
+  }
+
+  void find_row_groups() {
+    const std::size_t nv = plan_.values.size();
+    std::vector<RowClass> cand(nv, RowClass::None);
+    for (const NodePtr& n : order_) cand[static_cast<std::size_t>(idx(n))] = group_candidate(n);
+    if (debug_enabled("rowgroups"))  // THEA_DEBUG=rowgroups
+      for (const NodePtr& n : order_)
+        std::fprintf(stderr, "rowgroup candidate %s: %d\n", n->describe().c_str(),
+                     static_cast<int>(cand[static_cast<std::size_t>(idx(n))]));
+    // Matrices whose column counts are equal by construction share a class.
+    std::vector<int> uf(nv);
+    for (std::size_t i = 0; i < nv; ++i) uf[i] = static_cast<int>(i);
+    auto unite = [&](int a, int b) {
+      uf[static_cast<std::size_t>(uf_find(uf, a))] = uf_find(uf, b);
+    };
+    auto elem_input = [&](const NodePtr& in) { return row_class(in->type) == RowClass::Elem; };
+    for (const NodePtr& n : order_) {
+      int i = idx(n);
+      if (cand[static_cast<std::size_t>(i)] == RowClass::None) continue;
+      for (const NodePtr& in : n->inputs) {
+        if (!elem_input(in)) continue;
+        if (cand[static_cast<std::size_t>(i)] == RowClass::Elem) unite(i, idx(in));
+      }
+      if (op_as<CrossentropySoftmax>(n) && elem_input(n->inputs[1]))
+        unite(idx(n->inputs[0]), idx(n->inputs[1]));
+    }
+    // Groups in topological order; a node may not join a group that one of its inputs
+    // depends on through a node outside the group (that would need two kernels).
+    std::vector<int> group(nv, -1);
+    std::vector<std::set<int>> tainted(nv);  // groups a node outside them depends on
+    std::map<int, int> group_of_class;
+    int n_groups = 0;
+    for (const NodePtr& n : order_) {
+      const int i = idx(n);
+      const RowClass c = cand[static_cast<std::size_t>(i)];
+      int g = -1;
+      if (c == RowClass::Elem) {
+        int k = uf_find(uf, i);
+        auto it = group_of_class.find(k);
+        g = it == group_of_class.end() ? (group_of_class[k] = n_groups++) : it->second;
+      } else if (c == RowClass::Row) {
+        if (op_as<Reduce>(n) || op_as<ArgReduce>(n) || op_as<CrossentropySoftmax>(n)) {
+          int k = uf_find(uf, idx(n->inputs[0]));
+          auto it = group_of_class.find(k);
+          g = it == group_of_class.end() ? (group_of_class[k] = n_groups++) : it->second;
+        } else {
+          std::set<int> gs;
+          for (const NodePtr& in : n->inputs)
+            if (group[static_cast<std::size_t>(idx(in))] >= 0)
+              gs.insert(group[static_cast<std::size_t>(idx(in))]);
+          if (gs.size() == 1) g = *gs.begin();
+        }
+      }
+      if (g >= 0) {
+        for (const NodePtr& in : n->inputs)
+          if (tainted[static_cast<std::size_t>(idx(in))].count(g)) g = -1;
+      }
+      group[static_cast<std::size_t>(i)] = g;
+      // Host values (sizes, index arithmetic) are known before any kernel runs: no taint.
+      if (val(i).place == Place::Host) continue;
+      // Taint: every group this node's inputs belong to or depend on, except its own.
+      for (const NodePtr& in : n->inputs) {
+        int j = idx(in);
+        std::set<int> t = tainted[static_cast<std::size_t>(j)];
+        if (group[static_cast<std::size_t>(j)] >= 0) t.insert(group[static_cast<std::size_t>(j)]);
+        for (int x : t)
+          if (x != g) tainted[static_cast<std::size_t>(i)].insert(x);
+      }
+    }
+    // Keep groups worth a kernel of their own: two or more nodes with a row operation.
+    std::map<int, std::vector<int>> members;
+    for (const NodePtr& n : order_)
+      if (group[static_cast<std::size_t>(idx(n))] >= 0)
+        members[group[static_cast<std::size_t>(idx(n))]].push_back(idx(n));
+    int next = 0;
+    for (auto& [g, ms] : members) {
+      bool has_row_op = false;
+      for (int m : ms) has_row_op |= is_row_op(val(m).node);
+      if (ms.size() < 2 || !has_row_op) continue;
+      const int gid = next++;
+      std::set<int> in_group(ms.begin(), ms.end());
+      for (int m : ms) {
+        Value& v = val(m);
+        v.group = gid;
+        bool internal = !v.users.empty() && !is_output(v.node) && !is_update_value(v.node);
+        for (int u : v.users) internal &= in_group.count(u) > 0;
+        v.place = internal ? Place::Inline : Place::Buffer;
+      }
+      groups_.push_back(ms);
+    }
+  }
+
   void decide_inline() {
     for (const NodePtr& n : order_) {
       Value& v = val(idx(n));
       if (v.place != Place::Buffer || !op_as<Elemwise>(n) || epilogues_.count(n.get())) continue;
+      if (v.group >= 0) continue;  // decided by its row group
       if (is_output(n) || is_update_value(n) || v.users.size() != 1) continue;
       const NodePtr& c = val(v.users[0]).node;
       if (val(v.users[0]).place != Place::Buffer || epilogues_.count(c.get())) continue;
+      if (val(v.users[0]).group >= 0) continue;  // a group reads it as an operand
       if (!fusable_consumer(c)) continue;
       if (op_as<Elemwise>(c)) {
         if (!same_pattern(n->type, c->type)) continue;
@@ -364,15 +570,130 @@ class Lowering {
     push_step(std::move(st));
   }
 
-  void build_steps() {
+  // Units of execution (one node's step, or a whole row group) in a topological order of
+  // their data dependencies, ties broken by the graph order.
+  std::vector<std::pair<int, NodePtr>> unit_order() {
+    const std::size_t nv = plan_.values.size();
+    std::vector<int> unit_of(nv, -1);
+    struct Unit {
+      int group = -1;
+      NodePtr node;
+      std::vector<int> values;
+      int first = 0;
+    };
+    std::vector<Unit> units;
+    std::map<int, int> group_unit;
+    int pos = 0;
     for (const NodePtr& n : order_) {
       int i = idx(n);
-      Value& v = val(i);
-      if (v.place != Place::Buffer) {
-        // Views read through Contig values need the copies when the view is consumed.
+      const Value& v = val(i);
+      ++pos;
+      if (v.group >= 0) {
+        auto it = group_unit.find(v.group);
+        if (it == group_unit.end()) {
+          it = group_unit.emplace(v.group, static_cast<int>(units.size())).first;
+          units.push_back({v.group, nullptr, {}, pos});
+        }
+        units[static_cast<std::size_t>(it->second)].values.push_back(i);
+        unit_of[static_cast<std::size_t>(i)] = it->second;
+      } else if (v.place == Place::Buffer && n->kind == NodeKind::Apply) {
+        unit_of[static_cast<std::size_t>(i)] = static_cast<int>(units.size());
+        units.push_back({-1, n, {i}, pos});
+      }
+    }
+    std::function<void(int, std::set<int>&, std::set<int>&)> producers =
+        [&](int j, std::set<int>& out, std::set<int>& seen) {
+          if (!seen.insert(j).second) return;
+          if (unit_of[static_cast<std::size_t>(j)] >= 0) {
+            out.insert(unit_of[static_cast<std::size_t>(j)]);
+            return;
+          }
+          const Value& v = val(j);
+          if ((v.place == Place::View || v.place == Place::Contig) && v.src >= 0)
+            producers(v.src, out, seen);
+          if (v.place == Place::Inline || v.place == Place::View)
+            for (const NodePtr& in : v.node->inputs) producers(idx(in), out, seen);
+        };
+    std::vector<std::set<int>> deps(units.size());
+    for (std::size_t u = 0; u < units.size(); ++u)
+      for (int i : units[u].values)
+        for (const NodePtr& in : val(i).node->inputs) {
+          std::set<int> out, seen;
+          producers(idx(in), out, seen);
+          for (int d : out)
+            if (d != static_cast<int>(u)) deps[u].insert(d);
+        }
+    std::vector<int> indeg(units.size(), 0);
+    std::vector<std::vector<int>> rdeps(units.size());
+    for (std::size_t u = 0; u < units.size(); ++u)
+      for (int d : deps[u]) {
+        indeg[u]++;
+        rdeps[static_cast<std::size_t>(d)].push_back(static_cast<int>(u));
+      }
+    std::set<std::pair<int, int>> ready;  // (first position, unit)
+    for (std::size_t u = 0; u < units.size(); ++u)
+      if (indeg[u] == 0) ready.emplace(units[u].first, static_cast<int>(u));
+    std::vector<std::pair<int, NodePtr>> out;
+    while (!ready.empty()) {
+      int u = ready.begin()->second;
+      ready.erase(ready.begin());
+      out.emplace_back(units[static_cast<std::size_t>(u)].group,
+                       units[static_cast<std::size_t>(u)].node);
+      for (int r : rdeps[static_cast<std::size_t>(u)])
+        if (--indeg[static_cast<std::size_t>(r)] == 0)
+          ready.emplace(units[static_cast<std::size_t>(r)].first, r);
+    }
+    if (out.size() != units.size())
+      throw Error("cuda lowering: internal error: a cycle between kernels (row groups)");
+    return out;
+  }
+
+  void emit_group(int g) {
+    const std::vector<int>& ms = groups_[static_cast<std::size_t>(g)];
+    Step st;
+    st.kind = StepKind::RowGroup;
+    std::set<int> in_group(ms.begin(), ms.end());
+    for (int m : ms) {
+      const NodePtr& n = val(m).node;
+      for (const NodePtr& in : n->inputs) {
+        int j = idx(in);
+        if (in_group.count(j)) continue;
+        ensure_contig_steps(n, j);
+        add_operand(st, j, false);
+      }
+      st.fused.push_back(n);
+      if (val(m).place == Place::Buffer && st.out < 0) {
+        st.out = m;
+        st.node = n;
+      }
+      st.checks |= op_as<CrossentropySoftmax1HotDx>(n) ||
+                   (op_as<CrossentropySoftmax>(n) && is_integer(n->inputs[1]->type.dtype));
+    }
+    if (!st.node) st.node = val(ms.back()).node;
+    st.index_rank = 2;
+    // The (N, C) space: a matrix-valued member, else the matrix a member reduces.
+    for (int m : ms)
+      if (row_class(val(m).node->type) == RowClass::Elem) {
+        st.space = m;
+        break;
+      }
+    for (std::size_t k = 0; k < ms.size() && st.space < 0; ++k) {
+      const NodePtr& n = val(ms[k]).node;
+      if (is_row_op(n) && row_class(n->inputs[0]->type) == RowClass::Elem)
+        st.space = idx(n->inputs[0]);
+      if (op_as<CrossentropySoftmax1HotDx>(n)) st.space = idx(n->inputs[1]);
+    }
+    if (st.space < 0) throw Error("cuda lowering: internal error: row group without a matrix");
+    push_step(std::move(st));
+  }
+
+  void build_steps() {
+    for (const auto& [group, n] : unit_order()) {
+      if (group >= 0) {
+        emit_group(group);
         continue;
       }
-      if (n->kind != NodeKind::Apply) continue;
+      int i = idx(n);
       for (const NodePtr& in : n->inputs) ensure_contig_steps(n, idx(in));
       Step st;
       st.out = i;
@@ -392,11 +713,10 @@ class Lowering {
         continue;
       }
       const bool host_input =
-          std::any_of(n->inputs.begin(), n->inputs.end(), [&](const NodePtr& in) {
-            return val(idx(in)).place == Place::Host;
-          });
-      bool takes_host = op_as<Elemwise>(n) || op_as<Reduce>(n) || op_as<ArgReduce>(n) ||
-                        op_as<Softmax>(n);
+          std::any_of(n->inputs.begin(), n->inputs.end(),
+                      [&](const NodePtr& in) { return val(idx(in)).place == Place::Host; });
+      bool takes_host =
+          op_as<Elemwise>(n) || op_as<Reduce>(n) || op_as<ArgReduce>(n) || op_as<Softmax>(n);
       if (op_as<Gemm>(n)) {  // alpha and beta may come from the host; the matrices may not
         takes_host = true;
         for (int k : {Gemm::kA, Gemm::kB, Gemm::kC})
@@ -420,14 +740,16 @@ class Lowering {
       } else if (const auto* a = op_as<ArgReduce>(n)) {
         st.kind = StepKind::ArgReduce;
         st.index_rank = n->inputs[0]->type.ndim();
-        st.contiguous_rows =
-            a->axis() < 0 || trailing_axes({a->axis()}, st.index_rank);
+        st.contiguous_rows = a->axis() < 0 || trailing_axes({a->axis()}, st.index_rank);
         input_tree_step(st, n, st.contiguous_rows);
       } else if (op_as<Softmax>(n)) {
         st.kind = StepKind::Softmax;
         st.index_rank = n->type.ndim();
         st.contiguous_rows = true;
         input_tree_step(st, n, true);
+        // cuDNN takes a plain contiguous input, not a fused expression.
+        st.try_dnn = cudnn_softmax_enabled() && st.operands.size() == 1 && st.operands[0].full &&
+                     st.fused.empty() && is_float(n->type.dtype);
       } else if (op_as<CrossentropyCategorical1Hot>(n)) {
         st.kind = StepKind::Xent;
         st.checks = true;
@@ -628,41 +950,67 @@ class Lowering {
   std::unordered_map<const Node*, Epilogue> epilogues_;
   std::vector<Step> main_, inplace_;
   std::set<int> contig_done_, inplace_targets_;
+  std::vector<std::vector<int>> groups_;  // row groups: member values in topological order
 };
 
 }  // namespace
 
 const char* place_name(Place p) {
   switch (p) {
-    case Place::Host: return "host";
-    case Place::Input: return "input";
-    case Place::Shared: return "shared";
-    case Place::Constant: return "constant";
-    case Place::Buffer: return "buffer";
-    case Place::View: return "view";
-    case Place::Contig: return "contig";
-    case Place::Inline: return "inline";
+    case Place::Host:
+      return "host";
+    case Place::Input:
+      return "input";
+    case Place::Shared:
+      return "shared";
+    case Place::Constant:
+      return "constant";
+    case Place::Buffer:
+      return "buffer";
+    case Place::View:
+      return "view";
+    case Place::Contig:
+      return "contig";
+    case Place::Inline:
+      return "inline";
   }
   return "?";
 }
 
 const char* step_kind_name(StepKind k) {
   switch (k) {
-    case StepKind::Map: return "map";
-    case StepKind::Reduce: return "reduce";
-    case StepKind::ArgReduce: return "argreduce";
-    case StepKind::Softmax: return "softmax";
-    case StepKind::Xent: return "xent";
-    case StepKind::XentGrad: return "xent_grad";
-    case StepKind::OneHot: return "one_hot";
-    case StepKind::SoftmaxGrad: return "softmax_grad";
-    case StepKind::XentSoftmax: return "xent_softmax";
-    case StepKind::XentSoftmaxDx: return "xent_softmax_dx";
-    case StepKind::DotNaive: return "dot_naive";
-    case StepKind::Gemm: return "gemm";
-    case StepKind::Copy: return "copy";
-    case StepKind::UpdateCopy: return "update_copy";
-    case StepKind::HostOp: return "host_op";
+    case StepKind::Map:
+      return "map";
+    case StepKind::Reduce:
+      return "reduce";
+    case StepKind::ArgReduce:
+      return "argreduce";
+    case StepKind::Softmax:
+      return "softmax";
+    case StepKind::Xent:
+      return "xent";
+    case StepKind::XentGrad:
+      return "xent_grad";
+    case StepKind::OneHot:
+      return "one_hot";
+    case StepKind::SoftmaxGrad:
+      return "softmax_grad";
+    case StepKind::XentSoftmax:
+      return "xent_softmax";
+    case StepKind::XentSoftmaxDx:
+      return "xent_softmax_dx";
+    case StepKind::RowGroup:
+      return "row_group";
+    case StepKind::DotNaive:
+      return "dot_naive";
+    case StepKind::Gemm:
+      return "gemm";
+    case StepKind::Copy:
+      return "copy";
+    case StepKind::UpdateCopy:
+      return "update_copy";
+    case StepKind::HostOp:
+      return "host_op";
   }
   return "?";
 }
@@ -694,8 +1042,9 @@ std::string Plan::describe() const {
       os << (st.trans_a ? " trans_a" : "") << (st.trans_b ? " trans_b" : "")
          << (st.indirect ? " indirect" : "");
     }
-    if (st.target >= 0) os << " -> " << values[static_cast<std::size_t>(st.target)].node->label()
-                           << (st.kind == StepKind::UpdateCopy ? "" : " (in place)");
+    if (st.target >= 0)
+      os << " -> " << values[static_cast<std::size_t>(st.target)].node->label()
+         << (st.kind == StepKind::UpdateCopy ? "" : " (in place)");
     if (!st.kernel.empty()) os << " {" << st.kernel << "}";
     os << "\n";
   }

@@ -29,15 +29,16 @@ const char* place_name(Place p);
 struct Value {
   NodePtr node;
   Place place = Place::Buffer;
-  int src = -1;              // View / Contig: the value read
-  bool dynamic = false;      // pointer may change between calls of one shape: read from args
-  int ptr_slot = -1;         // args slot holding the pointer (dynamic values)
-  int scalar_slot = -1;      // Host values read by kernels: args slot with the value's bits
+  int src = -1;          // View / Contig: the value read
+  bool dynamic = false;  // pointer may change between calls of one shape: read from args
+  int ptr_slot = -1;     // args slot holding the pointer (dynamic values)
+  int scalar_slot = -1;  // Host values read by kernels: args slot with the value's bits
   bool is_output = false;
-  int update_of = -1;        // the Shared value this is the new value of (-1: none)
-  bool force_copy = false;   // Contig that must copy even when contiguous (aliases updated state)
-  bool blas_alias = false;   // Contig for a gemm operand: aliases any cuBLAS-readable layout
-  std::vector<int> users;    // values whose computation reads this one
+  int update_of = -1;       // the Shared value this is the new value of (-1: none)
+  bool force_copy = false;  // Contig that must copy even when contiguous (aliases updated state)
+  bool blas_alias = false;  // Contig for a gemm operand: aliases any cuBLAS-readable layout
+  int group = -1;           // row group computing it (RowGroup steps), or -1
+  std::vector<int> users;   // values whose computation reads this one
 };
 
 enum class StepKind : std::uint8_t {
@@ -48,14 +49,15 @@ enum class StepKind : std::uint8_t {
   Xent,       // crossentropy_categorical_1hot
   XentGrad,   // its gradient
   OneHot,
-  SoftmaxGrad,     // sm * (g - rowsum(g * sm))
-  XentSoftmax,     // crossentropy_softmax from the logits (labels or float targets)
-  XentSoftmaxDx,   // crossentropy_softmax_1hot_dx
-  DotNaive,   // generated dot for integer / mixed dtypes
-  Gemm,       // cuBLAS
-  Copy,       // strided copy into a contiguous buffer (Contig values)
-  UpdateCopy, // new value -> shared variable's buffer, after everything else
-  HostOp,     // op->perform on the host: download inputs, run, upload (any other op)
+  SoftmaxGrad,    // sm * (g - rowsum(g * sm))
+  XentSoftmax,    // crossentropy_softmax from the logits (labels or float targets)
+  XentSoftmaxDx,  // crossentropy_softmax_1hot_dx
+  RowGroup,       // a fused row-wise subgraph: elementwise, row reductions, softmax, xent
+  DotNaive,       // generated dot for integer / mixed dtypes
+  Gemm,           // cuBLAS
+  Copy,           // strided copy into a contiguous buffer (Contig values)
+  UpdateCopy,     // new value -> shared variable's buffer, after everything else
+  HostOp,         // op->perform on the host: download inputs, run, upload (any other op)
 };
 const char* step_kind_name(StepKind k);
 
@@ -93,11 +95,13 @@ struct Step {
   NodePtr node;                // the op node (Map: the root of the fused tree)
   std::vector<NodePtr> fused;  // inline nodes computed in this kernel, inputs before users
   std::vector<Operand> operands;
-  std::string kernel;          // generated kernel name ("" for Gemm/UpdateCopy/HostOp)
+  std::string kernel;             // generated kernel name ("" for Gemm/UpdateCopy/HostOp)
   std::vector<ParamWord> params;  // the kernel's parameter block
-  int index_rank = 0;          // rank of the kernel's index space
-  bool contiguous_rows = false;  // Reduce/Softmax/ArgReduce: rows are contiguous in memory
-  bool checks = false;         // may raise a device error (bad labels)
+  int index_rank = 0;             // rank of the kernel's index space
+  int space = -1;                 // RowGroup: a value whose shape is the group's (N, C)
+  bool contiguous_rows = false;   // Reduce/Softmax/ArgReduce: rows are contiguous in memory
+  bool checks = false;            // may raise a device error (bad labels)
+  bool try_dnn = false;           // Softmax: use cuDNN when THEA_CUDA_CUDNN=1 and it loads
   // Gemm: out = alpha * op(a).op(b) + beta * c_init  (c_init == -1: no accumulation).
   // alpha = `alpha` * (Host value alpha_scale) unless alpha_value names a device scalar
   // whose memory cuBLAS reads directly; beta likewise.
@@ -107,7 +111,7 @@ struct Step {
   int alpha_scale = -1, beta_scale = -1;
   int alpha_value = -1, beta_value = -1;
   int alpha_slot = -1, beta_slot = -1;  // args slots read by cuBLAS (device pointer mode)
-  int ptr_slots = -1;          // gemm_indirect: 3 consecutive slots with a, b, c pointers
+  int ptr_slots = -1;                   // gemm_indirect: 3 consecutive slots with a, b, c pointers
   bool indirect = false;
 };
 
@@ -121,7 +125,7 @@ struct Plan {
   std::vector<Step> steps;                     // in execution order
   int n_args = 0;                              // words in the per-call argument block
   bool any_checks = false;
-  std::string source;                          // generated kernels (codegen body)
+  std::string source;  // generated kernels (codegen body)
 
   int value_of(const NodePtr& n) const { return index.at(n.get()); }
   std::size_t kernel_launches() const;

@@ -63,8 +63,8 @@ int cubin_arch(const std::string& binary) {
 
 std::string compile_key(const std::string& source, const CompileTarget& target,
                         const std::vector<std::string>& options) {
-  std::string key = "thea-cuda-kernel v1\nnvrtc " + nvrtc_version() + "\ntarget " + target.str() +
-                    "\noptions";
+  std::string key =
+      "thea-cuda-kernel v1\nnvrtc " + nvrtc_version() + "\ntarget " + target.str() + "\noptions";
   for (const auto& o : options) key += " " + o;
   key += "\n";
   key += source;
@@ -92,9 +92,9 @@ CompiledCode compile_cuda(const std::string& source, const CompileTarget& target
                  source.c_str());
 
   nvrtcProgram prog = nullptr;
-  check_nvrtc(api.nvrtcCreateProgram(&prog, source.c_str(), (what + ".cu").c_str(), 0, nullptr,
-                                     nullptr),
-              "nvrtcCreateProgram");
+  check_nvrtc(
+      api.nvrtcCreateProgram(&prog, source.c_str(), (what + ".cu").c_str(), 0, nullptr, nullptr),
+      "nvrtcCreateProgram");
   auto destroy = [&api](nvrtcProgram* p) { api.nvrtcDestroyProgram(p); };
   std::unique_ptr<nvrtcProgram, decltype(destroy)> guard(&prog, destroy);
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "cuda/codegen.hpp"
 #include "thea/error.hpp"
@@ -135,15 +136,36 @@ struct StepRt {
   std::vector<std::int64_t> params;
   bool skip = false;  // nothing to do at this shape (empty, or an aliasing Contig)
   BlasPlan blas;
-  MatView a, b, c;   // gemm views (pointers filled for direct calls)
+  MatView a, b, c;  // gemm views (pointers filled for direct calls)
   bool copy_c = false;
   void* kernel = nullptr;
+};
+
+// Everything a call resolves on the host before touching the device, kept per distinct
+// call key (input shapes and host scalar values): a training loop calls with a few hundred
+// minibatch indices, so after the first epoch every call skips shape inference.
+struct CallState {
+  std::vector<Tensor> host;
+  std::vector<Shape> shapes;
+  std::vector<View> views;
+  std::vector<char> contig_copies;
+  std::vector<std::int64_t> args;
+  std::vector<void*> mirror_ptrs;
+  struct Instance* inst = nullptr;
+};
+
+struct KeyHash {
+  std::size_t operator()(const std::vector<std::int64_t>& k) const {
+    std::size_t h = 1469598103934665603ull;
+    for (std::int64_t x : k) h = (h ^ static_cast<std::size_t>(x)) * 1099511628211ull;
+    return h;
+  }
 };
 
 struct Instance {
   std::map<int, DeviceBuffer> buffers;  // value -> its own device storage
   std::vector<StepRt> steps;
-  std::vector<void*> mirror_ptrs;       // shared buffers the parameters point into
+  std::vector<void*> mirror_ptrs;  // shared buffers the parameters point into
   std::unique_ptr<Graph> graph;
   bool capturable = true;
   std::size_t calls = 0;
@@ -167,6 +189,8 @@ struct CudaProgram::Impl {
   bool args_valid = false;
   std::map<int, DeviceBuffer> constants;
   std::map<std::vector<std::int64_t>, std::unique_ptr<Instance>> instances;
+  std::unordered_map<std::vector<std::int64_t>, CallState, KeyHash> memo;
+  bool memo_enabled = true;
   std::vector<NodePtr> keep_alive;  // shared nodes whose mirrors instances point into
   bool graphs = true;
   bool has_host_steps = false;
@@ -175,7 +199,7 @@ struct CudaProgram::Impl {
   std::vector<Tensor> host;
   std::vector<Shape> shapes;
   std::vector<View> views;
-  std::vector<char> contig_copies;  // Contig value copies (1) or aliases (0) this call
+  std::vector<char> contig_copies;   // Contig value copies (1) or aliases (0) this call
   std::vector<CudaMirror*> mirrors;  // per value (Shared only)
 
   Impl(Runtime& r, const Plan& p) : rt(r), plan(p) {}
@@ -223,12 +247,15 @@ void CudaProgram::Impl::evaluate_host_and_shapes(const std::vector<Tensor>& inpu
       continue;
     }
     switch (n.kind) {
-      case NodeKind::Input: break;  // set above
+      case NodeKind::Input:
+        break;  // set above
       case NodeKind::Constant:
         shapes[i] = n.value.shape();
         if (v.place == Place::Host) host[i] = n.value;
         break;
-      case NodeKind::Shared: shapes[i] = n.shared->value.shape(); break;
+      case NodeKind::Shared:
+        shapes[i] = n.shared->value.shape();
+        break;
       case NodeKind::Apply: {
         std::vector<Shape> in_shapes;
         std::vector<const Tensor*> in_values;
@@ -293,15 +320,16 @@ void CudaProgram::Impl::evaluate_host_and_shapes(const std::vector<Tensor>& inpu
               len *= s[static_cast<std::size_t>(d)];
           if (len == 0 && shape_numel(shapes[i]) > 0)
             throw ValueError("[" + n.op->str() + "] at " + n.site.str() +
-                             ": zero-size reduction has no identity" + runtime_inputs(n, in_shapes));
+                             ": zero-size reduction has no identity" +
+                             runtime_inputs(n, in_shapes));
         }
         if (const auto* a = op_as<ArgReduce>(v.node)) {
           const Shape& s = in_shapes[0];
-          std::int64_t len = a->axis() < 0 ? shape_numel(s) : s[static_cast<std::size_t>(a->axis())];
+          std::int64_t len =
+              a->axis() < 0 ? shape_numel(s) : s[static_cast<std::size_t>(a->axis())];
           if (len == 0 && shape_numel(shapes[i]) > 0)
-            throw ValueError("[" + n.op->str() + "] at " + n.site.str() +
-                             ": attempt to get " + a->name() + " of an empty sequence" +
-                             runtime_inputs(n, in_shapes));
+            throw ValueError("[" + n.op->str() + "] at " + n.site.str() + ": attempt to get " +
+                             a->name() + " of an empty sequence" + runtime_inputs(n, in_shapes));
         }
         break;
       }
@@ -329,7 +357,8 @@ void CudaProgram::Impl::resolve_views() {
     View& out = views[i];
     switch (v.place) {
       case Place::Host:
-      case Place::Inline: break;
+      case Place::Inline:
+        break;
       case Place::Input:
       case Place::Shared:
       case Place::Constant:
@@ -390,8 +419,10 @@ void CudaProgram::Impl::resolve_views() {
           const Shape& in_shape = shapes[static_cast<std::size_t>(v.src)];
           auto value = [&](const IndexSpec::Bound& b) -> std::optional<std::int64_t> {
             switch (b.kind) {
-              case IndexSpec::Bound::Kind::None: return std::nullopt;
-              case IndexSpec::Bound::Kind::Const: return b.value;
+              case IndexSpec::Bound::Kind::None:
+                return std::nullopt;
+              case IndexSpec::Bound::Kind::Const:
+                return b.value;
               case IndexSpec::Bound::Kind::Input: {
                 int j = plan.index.at(n.inputs[static_cast<std::size_t>(b.input)].get());
                 return host[static_cast<std::size_t>(j)].item<std::int64_t>();
@@ -456,7 +487,8 @@ std::vector<std::int64_t> CudaProgram::Impl::signature() const {
 
 char* CudaProgram::Impl::root_pointer(const Instance& inst, int root) const {
   const Value& v = val(root);
-  if (v.place == Place::Shared) return static_cast<char*>(mirrors[static_cast<std::size_t>(root)]->data());
+  if (v.place == Place::Shared)
+    return static_cast<char*>(mirrors[static_cast<std::size_t>(root)]->data());
   if (v.place == Place::Constant) return static_cast<char*>(constants.at(root).get());
   // In-place update values live in their shared variable's buffer.
   if (v.update_of >= 0) {
@@ -485,9 +517,13 @@ std::unique_ptr<Instance> CudaProgram::Impl::build_instance() {
     if (st.target >= 0 && st.kind != StepKind::UpdateCopy) inplace_outs.insert(st.out);
   for (std::size_t i = 0; i < plan.values.size(); ++i) {
     const Value& v = plan.values[i];
-    bool own = v.place == Place::Input || (v.place == Place::Buffer && !inplace_outs.count(static_cast<int>(i))) ||
+    bool own = v.place == Place::Input ||
+               (v.place == Place::Buffer && !inplace_outs.count(static_cast<int>(i))) ||
                (v.place == Place::Contig && contig_copies[i]);
-    if (own) inst->buffers.emplace(static_cast<int>(i), DeviceBuffer(&rt.allocator(), std::max<std::size_t>(nbytes(static_cast<int>(i)), 1)));
+    if (own)
+      inst->buffers.emplace(
+          static_cast<int>(i),
+          DeviceBuffer(&rt.allocator(), std::max<std::size_t>(nbytes(static_cast<int>(i)), 1)));
   }
   for (std::size_t i = 0; i < plan.values.size(); ++i)
     if (mirrors[i]) inst->mirror_ptrs.push_back(mirrors[i]->data());
@@ -512,16 +548,25 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
     std::int64_t x = 0;
     const std::size_t v = static_cast<std::size_t>(w.value);
     switch (w.kind) {
-      case W::Const: x = w.c; break;
-      case W::Numel: x = shape_numel(shapes[v]); break;
-      case W::Dim: x = shapes[v][static_cast<std::size_t>(w.axis)]; break;
-      case W::Stride: x = views[v].strides[static_cast<std::size_t>(w.axis)]; break;
+      case W::Const:
+        x = w.c;
+        break;
+      case W::Numel:
+        x = shape_numel(shapes[v]);
+        break;
+      case W::Dim:
+        x = shapes[v][static_cast<std::size_t>(w.axis)];
+        break;
+      case W::Stride:
+        x = views[v].strides[static_cast<std::size_t>(w.axis)];
+        break;
       case W::SpaceStride: {
         const Shape& s = shapes[v];
         int off = w.rank - static_cast<int>(s.size());
         int d = w.axis - off;
-        x = (d < 0 || s[static_cast<std::size_t>(d)] == 1) ? 0
-                                                          : views[v].strides[static_cast<std::size_t>(d)];
+        x = (d < 0 || s[static_cast<std::size_t>(d)] == 1)
+                ? 0
+                : views[v].strides[static_cast<std::size_t>(d)];
         break;
       }
       case W::Prod: {
@@ -529,8 +574,12 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
         for (int a : w.axes) x *= shapes[v][static_cast<std::size_t>(a)];
         break;
       }
-      case W::Ptr: x = reinterpret_cast<std::int64_t>(pointer(inst, w.value)); break;
-      case W::ErrWord: x = reinterpret_cast<std::int64_t>(err_dev.get()); break;
+      case W::Ptr:
+        x = reinterpret_cast<std::int64_t>(pointer(inst, w.value));
+        break;
+      case W::ErrWord:
+        x = reinterpret_cast<std::int64_t>(err_dev.get());
+        break;
     }
     sr.params.push_back(x);
   }
@@ -577,9 +626,17 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
     }
     case StepKind::SoftmaxGrad:
     case StepKind::XentSoftmax: {
-      const Shape& s = shapes[static_cast<std::size_t>(st.operands[st.kind == StepKind::SoftmaxGrad ? 1 : 0].value)];
+      const Shape& s = shapes[static_cast<std::size_t>(
+          st.operands[st.kind == StepKind::SoftmaxGrad ? 1 : 0].value)];
       std::int64_t len = s.empty() ? 1 : s.back();
       std::int64_t rows = s.size() == 2 ? s[0] : 1;
+      sr.skip = rows == 0;
+      sr.cfg = reduction_config(rows, len, true, dev, 8, true);
+      break;
+    }
+    case StepKind::RowGroup: {
+      const Shape& s = shapes[static_cast<std::size_t>(st.space)];
+      const std::int64_t rows = s[0], len = s[1];
       sr.skip = rows == 0;
       sr.cfg = reduction_config(rows, len, true, dev, 8, true);
       break;
@@ -636,7 +693,8 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
       sr.skip = sr.c.rows == 0 || sr.c.cols == 0;
       break;
     }
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -673,9 +731,12 @@ void CudaProgram::Impl::fill_args(const Instance& inst) {
     if (st.alpha_slot >= 0) put(st.alpha_slot, scaled(st.alpha, st.alpha_scale));
     if (st.beta_slot >= 0) put(st.beta_slot, st.gemm_c >= 0 ? scaled(st.beta, st.beta_scale) : 0.0);
     if (st.indirect) {
-      args_host[static_cast<std::size_t>(st.ptr_slots)] = reinterpret_cast<std::int64_t>(pointer(inst, st.gemm_a));
-      args_host[static_cast<std::size_t>(st.ptr_slots + 1)] = reinterpret_cast<std::int64_t>(pointer(inst, st.gemm_b));
-      args_host[static_cast<std::size_t>(st.ptr_slots + 2)] = reinterpret_cast<std::int64_t>(sr.c.ptr);
+      args_host[static_cast<std::size_t>(st.ptr_slots)] =
+          reinterpret_cast<std::int64_t>(pointer(inst, st.gemm_a));
+      args_host[static_cast<std::size_t>(st.ptr_slots + 1)] =
+          reinterpret_cast<std::int64_t>(pointer(inst, st.gemm_b));
+      args_host[static_cast<std::size_t>(st.ptr_slots + 2)] =
+          reinterpret_cast<std::int64_t>(sr.c.ptr);
     }
   }
 }
@@ -693,14 +754,14 @@ void CudaProgram::Impl::prepare_mirrors() {
         s.mirror->download(s.value);
         s.host_valid = true;
       }
-      auto fresh = std::make_shared<CudaMirror>(rt, static_cast<std::size_t>(s.value.numel()) *
-                                                        dtype_size(s.value.dtype()));
+      auto fresh = std::make_shared<CudaMirror>(
+          rt, static_cast<std::size_t>(s.value.numel()) * dtype_size(s.value.dtype()));
       m = fresh.get();
       s.mirror = fresh;
     }
     if (!m->device_valid()) {
-      if (!s.host_valid) throw Error("cuda: shared variable " + v.node->describe() +
-                                     " has no valid copy anywhere");
+      if (!s.host_valid)
+        throw Error("cuda: shared variable " + v.node->describe() + " has no valid copy anywhere");
       std::size_t n = static_cast<std::size_t>(s.value.numel()) * dtype_size(s.value.dtype());
       if (n) rt.memcpy_h2d(m->data(), s.value.contiguous().raw_data(), n, stream);
       m->set_device_valid();
@@ -745,7 +806,8 @@ void CudaProgram::Impl::run_host_op(Instance& inst, const Step& st) {
   std::size_t bytes = static_cast<std::size_t>(c.numel()) * dtype_size(c.dtype());
   if (c.dtype() != dtype(st.out) || c.shape() != shapes[static_cast<std::size_t>(st.out)])
     throw Error("[" + n.op->str() + "] at " + n.site.str() + ": produced " + c.describe() +
-                " but the cuda backend expected " + shape_str(shapes[static_cast<std::size_t>(st.out)]));
+                " but the cuda backend expected " +
+                shape_str(shapes[static_cast<std::size_t>(st.out)]));
   if (bytes) rt.memcpy_h2d(pointer(inst, st.out), c.raw_data(), bytes, stream);
 }
 
@@ -758,12 +820,13 @@ void CudaProgram::Impl::enqueue(Instance& inst) {
       case StepKind::Gemm: {
         if (sr.skip) break;
         const Dtype d = dtype(st.out);
-        if (sr.copy_c)
-          rt.memcpy_d2d(sr.c.ptr, pointer(inst, st.gemm_c), nbytes(st.out), stream);
-        const void* alpha = st.alpha_value >= 0 ? static_cast<const void*>(pointer(inst, st.alpha_value))
-                                                : static_cast<const void*>(args + st.alpha_slot);
-        const void* beta = st.beta_value >= 0 ? static_cast<const void*>(pointer(inst, st.beta_value))
-                                              : static_cast<const void*>(args + st.beta_slot);
+        if (sr.copy_c) rt.memcpy_d2d(sr.c.ptr, pointer(inst, st.gemm_c), nbytes(st.out), stream);
+        const void* alpha = st.alpha_value >= 0
+                                ? static_cast<const void*>(pointer(inst, st.alpha_value))
+                                : static_cast<const void*>(args + st.alpha_slot);
+        const void* beta = st.beta_value >= 0
+                               ? static_cast<const void*>(pointer(inst, st.beta_value))
+                               : static_cast<const void*>(args + st.beta_slot);
         if (st.indirect) {
           void* const* ptrs = reinterpret_cast<void* const*>(args + st.ptr_slots);
           rt.gemm_indirect(d, sr.blas, alpha, ptrs, ptrs + 1, beta, ptrs + 2, stream);
@@ -785,9 +848,20 @@ void CudaProgram::Impl::enqueue(Instance& inst) {
         }
         break;
       }
-      case StepKind::HostOp: run_host_op(inst, st); break;
+      case StepKind::HostOp:
+        run_host_op(inst, st);
+        break;
       default:
         if (sr.skip) break;
+        if (st.try_dnn) {
+          const Shape& s = shapes[static_cast<std::size_t>(st.out)];
+          const std::int64_t cols = s.empty() ? 1 : s.back();
+          const std::int64_t rows = cols ? numel(st.out) / cols : 0;
+          const bool log = op_as<Softmax>(st.node)->log();
+          if (rt.dnn_softmax(dtype(st.out), log, rows, cols, pointer(inst, st.operands[0].value),
+                             pointer(inst, st.out), stream))
+            break;
+        }
         rt.launch(sr.kernel, sr.cfg, sr.params.data(), sr.params.size(), args, stream);
         break;
     }
@@ -803,13 +877,15 @@ CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
   Impl& m = *impl_;
   (void)fg;
   m.graphs = !env_off("THEA_CUDA_GRAPHS");
+  m.memo_enabled = !env_off("THEA_CUDA_CALL_MEMO");
   if (!plan_.source.empty()) {
     m.module = rt.load_module(plan_.source, "function");
     stats_.compile_seconds = m.module->compile_seconds;
     stats_.from_cache = m.module->from_cache;
   }
   m.stream = rt.create_stream();
-  m.args_dev = DeviceBuffer(&rt.allocator(), static_cast<std::size_t>(std::max(plan_.n_args, 1)) * 8);
+  m.args_dev =
+      DeviceBuffer(&rt.allocator(), static_cast<std::size_t>(std::max(plan_.n_args, 1)) * 8);
   m.err_dev = DeviceBuffer(&rt.allocator(), 8);
   rt.memset_d(m.err_dev.get(), 0, 8, m.stream);
   for (std::size_t i = 0; i < plan_.values.size(); ++i) {
@@ -861,29 +937,73 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   Impl& m = *impl_;
   Runtime& rt = m.rt;
   stats_.calls++;
-  m.evaluate_host_and_shapes(inputs);
   m.prepare_mirrors();
-  m.resolve_views();
-  std::vector<std::int64_t> sig = m.signature();
-  auto it = m.instances.find(sig);
-  if (it != m.instances.end()) {
-    // Stale when a shared variable's device buffer was replaced since it was built.
-    std::vector<void*> now;
-    for (CudaMirror* mir : m.mirrors)
-      if (mir) now.push_back(mir->data());
-    if (now != it->second->mirror_ptrs) {
+  std::vector<void*> mirror_ptrs;
+  for (CudaMirror* mir : m.mirrors)
+    if (mir) mirror_ptrs.push_back(mir->data());
+  // The call key: input shapes and the values of host scalar inputs.
+  std::vector<std::int64_t> key;
+  for (std::size_t k = 0; k < m.plan.inputs.size(); ++k) {
+    int v = m.plan.inputs[k];
+    if (v < 0) continue;
+    key.push_back(inputs[k].ndim());
+    for (auto d : inputs[k].shape()) key.push_back(d);
+    if (m.val(v).place == Place::Host) key.push_back(bits_of(inputs[k]));
+  }
+  CallState* hit = nullptr;
+  if (m.memo_enabled) {
+    auto mit = m.memo.find(key);
+    if (mit != m.memo.end() && mit->second.mirror_ptrs == mirror_ptrs) hit = &mit->second;
+  }
+  // On a hit the resolved state is swapped in for this call and swapped back after it.
+  struct SwapBack {
+    CudaProgram::Impl& m;
+    CallState* cs;
+    ~SwapBack() {
+      if (!cs) return;
+      std::swap(m.host, cs->host);
+      std::swap(m.shapes, cs->shapes);
+      std::swap(m.views, cs->views);
+      std::swap(m.contig_copies, cs->contig_copies);
+    }
+  } swap_back{m, hit};
+  Instance* instp = nullptr;
+  if (hit) {
+    std::swap(m.host, hit->host);
+    std::swap(m.shapes, hit->shapes);
+    std::swap(m.views, hit->views);
+    std::swap(m.contig_copies, hit->contig_copies);
+    instp = hit->inst;
+    m.args_host = hit->args;
+    // Inputs' host tensors are this call's (host steps read them), not the memo's.
+    for (std::size_t k = 0; k < m.plan.inputs.size(); ++k)
+      if (m.plan.inputs[k] >= 0) m.host[static_cast<std::size_t>(m.plan.inputs[k])] = inputs[k];
+  } else {
+    m.evaluate_host_and_shapes(inputs);
+    m.resolve_views();
+    std::vector<std::int64_t> sig = m.signature();
+    auto it = m.instances.find(sig);
+    if (it != m.instances.end() && mirror_ptrs != it->second->mirror_ptrs) {
+      // A shared variable's device buffer was replaced since the instance was built.
       rt.synchronize(m.stream);
       m.instances.erase(it);
       it = m.instances.end();
+      m.memo.clear();
+    }
+    if (it == m.instances.end()) {
+      it = m.instances.emplace(sig, m.build_instance()).first;
+      stats_.instances++;
+    }
+    instp = it->second.get();
+    m.fill_args(*instp);
+    if (m.memo_enabled) {
+      if (m.memo.size() >= 4096) m.memo.clear();
+      CallState cs{m.host, m.shapes, m.views, m.contig_copies, m.args_host, mirror_ptrs, instp};
+      m.memo.emplace(std::move(key), std::move(cs));
     }
   }
-  if (it == m.instances.end()) {
-    it = m.instances.emplace(sig, m.build_instance()).first;
-    stats_.instances++;
-  }
-  Instance& inst = *it->second;
+  Instance& inst = *instp;
 
-  m.fill_args(inst);
   if (!m.args_valid || m.args_host != m.args_uploaded) {
     const std::size_t bytes = m.args_host.size() * 8;
     if (m.ring.empty()) {
@@ -980,8 +1100,10 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
       std::string who;
       for (const Step& st : m.plan.steps)
         if (st.checks) who += "\n  " + st.node->describe();
-      throw ValueError("cuda: a label or index is out of range (one of the class labels is "
-                       "negative or not below the number of classes), in one of:" + who);
+      throw ValueError(
+          "cuda: a label or index is out of range (one of the class labels is "
+          "negative or not below the number of classes), in one of:" +
+          who);
     }
   }
   return results;

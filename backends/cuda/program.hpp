@@ -38,10 +38,10 @@ class CudaMirror : public DeviceMirror {
 
 struct ProgramStats {
   std::size_t calls = 0;
-  std::size_t instances = 0;      // distinct shape signatures seen
+  std::size_t instances = 0;       // distinct shape signatures seen
   std::size_t graph_launches = 0;  // calls replayed as one graph
   std::size_t eager_calls = 0;
-  double compile_seconds = 0;     // NVRTC (or cache load) for this program
+  double compile_seconds = 0;  // NVRTC (or cache load) for this program
   bool from_cache = false;
 };
 

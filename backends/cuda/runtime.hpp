@@ -80,6 +80,11 @@ class Runtime {
                              void* const* a_ptr, void* const* b_ptr, const void* beta,
                              void* const* c_ptr, Stream s) = 0;
 
+  // cuDNN softmax (log or not) over `rows` contiguous rows of `cols`; false when cuDNN is
+  // not available here (the caller then runs its own kernel).
+  virtual bool dnn_softmax(Dtype dtype, bool log, std::int64_t rows, std::int64_t cols,
+                           const void* x, void* y, Stream s) = 0;
+
   // Page-locked host memory: copies from it are truly asynchronous (a copy from pageable
   // memory waits for the stream first).
   virtual void* host_alloc(std::size_t n) = 0;

@@ -114,15 +114,17 @@ void run_block(BlockRun& run, unsigned n_threads) {
       }
     }
     if (!released && !progressed)
-      throw Error("cuda emulator: deadlock — some threads wait at a barrier others never reach "
-                  "(divergent __syncthreads or shuffle)");
+      throw Error(
+          "cuda emulator: deadlock — some threads wait at a barrier others never reach "
+          "(divergent __syncthreads or shuffle)");
     if (!released) {
       bool any_runnable = false;
       for (unsigned t = 0; t < n_threads; ++t)
         any_runnable |= run.threads[t].state == State::Runnable;
       if (!any_runnable)
-        throw Error("cuda emulator: deadlock — threads wait at different barriers "
-                    "(divergent __syncthreads or shuffle)");
+        throw Error(
+            "cuda emulator: deadlock — threads wait at different barriers "
+            "(divergent __syncthreads or shuffle)");
     }
   }
 }

@@ -26,21 +26,24 @@ struct Function::Impl {
 
 Tensor Function::Impl::check_input(std::size_t i, const Tensor& value) const {
   const Node& in = *inputs[i];
-  const std::string who = "function '" + name + "' (created at " + site.str() + "), input " +
-                          std::to_string(i) + " " + in.describe();
-  if (!value.defined()) throw ValueError(who + ": got an undefined Tensor");
+  // The prefix is built only on failure: this runs on every call of a hot train step.
+  auto who = [&] {
+    return "function '" + name + "' (created at " + site.str() + "), input " + std::to_string(i) +
+           " " + in.describe();
+  };
+  if (!value.defined()) throw ValueError(who() + ": got an undefined Tensor");
   if (value.ndim() != in.type.ndim())
-    throw TypeError(who + ": expected rank " + std::to_string(in.type.ndim()) + ", got " +
+    throw TypeError(who() + ": expected rank " + std::to_string(in.type.ndim()) + ", got " +
                     value.describe());
   if (!in.type.accepts(value.shape()))
-    throw ShapeError(who + ": expected shape " + static_shape_str(in.type.shape) + ", got " +
+    throw ShapeError(who() + ": expected shape " + static_shape_str(in.type.shape) + ", got " +
                      shape_str(value.shape()));
   if (value.dtype() == in.type.dtype) return value;
   const bool lossless = promote(value.dtype(), in.type.dtype) == in.type.dtype &&
                         !(is_float(value.dtype()) && !is_float(in.type.dtype));
   if (lossless || options.allow_input_downcast) return value.astype(in.type.dtype);
-  throw TypeError(who + ": got " + value.describe() + "; converting " + dtype_name(value.dtype()) +
-                  " to " + dtype_name(in.type.dtype) +
+  throw TypeError(who() + ": got " + value.describe() + "; converting " +
+                  dtype_name(value.dtype()) + " to " + dtype_name(in.type.dtype) +
                   " may lose precision (cast the data, or build the function with "
                   "FunctionOptions{.allow_input_downcast = true})");
 }

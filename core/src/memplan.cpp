@@ -50,14 +50,18 @@ bool can_write_in_place(const Schedule& s, const Kernel& k, int value, int targe
     if (root(s, a.buffer) != target) continue;
     // The same element, read no later than it is written.
     if (a.buffer != target || a.axis_of != axes) return false;
-    if (e.level != se.level || e.phase > se.phase) return false;
+    // (Renderers store inner values in the last pass and outer ones after all passes, so
+    // every read of an element precedes its write.)
+    if (e.level != se.level) return false;
     if (!e.index_args.empty()) return false;
   }
-  // The store must cover each element once: every domain axis either maps to the value or
-  // is not iterated more than once for it (inner axes of outer values are not).
-  if (se.level == 2) {
-    for (std::size_t d = 0; d < axes.size(); ++d)
-      if (axes[d] < 0 && lk.inner[d]) return false;
+  // The store must write each element once: a domain axis the value does not move along
+  // repeats the store (and the reads in between would see new values), unless the loop
+  // does not iterate it for that value (size 1, or an inner axis of an outer value).
+  for (std::size_t d = 0; d < axes.size(); ++d) {
+    if (axes[d] >= 0) continue;
+    if (lk.inner[d] && se.level != 2) continue;
+    if (!(lk.domain[d].is_static() && lk.domain[d].size == 1)) return false;
   }
   return true;
 }

@@ -263,13 +263,13 @@ struct Env;  // the scheduler's shared state (buffers, kernels)
 
 struct Group {
   LoopKernel lk;
-  std::unordered_map<const Node*, int> expr_of;            // group values
-  std::unordered_map<const Node*, std::vector<int>> map;   // value axis -> domain axis
-  std::vector<NodePtr> nodes;                              // in order of addition
-  std::map<std::string, int> cse;                          // expression hash-consing
+  std::unordered_map<const Node*, int> expr_of;           // group values
+  std::unordered_map<const Node*, std::vector<int>> map;  // value axis -> domain axis
+  std::vector<NodePtr> nodes;                             // in order of addition
+  std::map<std::string, int> cse;                         // expression hash-consing
   bool inner_set = false;
-  std::unordered_set<const Node*> externals;               // values read from buffers
-  int kernel = -1;                                         // its index in Env::kernels
+  std::unordered_set<const Node*> externals;  // values read from buffers
+  int kernel = -1;                            // its index in Env::kernels
 };
 
 struct Env {
@@ -628,9 +628,10 @@ bool Builder::lower(const NodePtr& np, const std::vector<int>& m) {
         result = cast_to(xe, n.type.dtype);
     } else if (covers_all) {
       // Final: must cover the whole iteration at the input's level (checked by level pass).
-      result = reduce(kind, xe, kind == ReduceKind::Sum || kind == ReduceKind::Prod
-                                    ? (is_float(n.type.dtype) ? n.type.dtype : Dtype::Int64)
-                                    : n.type.dtype,
+      result = reduce(kind, xe,
+                      kind == ReduceKind::Sum || kind == ReduceKind::Prod
+                          ? (is_float(n.type.dtype) ? n.type.dtype : Dtype::Int64)
+                          : n.type.dtype,
                       true, red->kind() == ReduceKind::Mean ? nullptr : np);
       g_.lk.has_final = true;
       g_.lk.exprs[result].axes.clear();
@@ -638,10 +639,10 @@ bool Builder::lower(const NodePtr& np, const std::vector<int>& m) {
         if (raxes[d]) g_.lk.exprs[result].axes.push_back(d);
     } else {
       if (!set_inner(raxes)) return false;
-      result = reduce(kind, xe, is_float(n.type.dtype) || kind == ReduceKind::Max ||
-                                        kind == ReduceKind::Min
-                                    ? n.type.dtype
-                                    : Dtype::Int64,
+      result = reduce(kind, xe,
+                      is_float(n.type.dtype) || kind == ReduceKind::Max || kind == ReduceKind::Min
+                          ? n.type.dtype
+                          : Dtype::Int64,
                       false, red->kind() == ReduceKind::Mean ? nullptr : np);
     }
     if (any && red->kind() == ReduceKind::Mean) {
@@ -764,7 +765,8 @@ bool Builder::add(const NodePtr& n, bool seed) {
   if (seed) {
     // The domain: the output's shape, or the input's for reductions and row ops.
     const Node* dom = &node;
-    if (dynamic_cast<const Reduce*>(node.op.get()) || dynamic_cast<const ArgReduce*>(node.op.get()) ||
+    if (dynamic_cast<const Reduce*>(node.op.get()) ||
+        dynamic_cast<const ArgReduce*>(node.op.get()) ||
         dynamic_cast<const CrossentropySoftmax*>(node.op.get()))
       dom = node.inputs[0].get();
     g_.lk.domain = env_.dims.dims(dom);
@@ -803,7 +805,16 @@ bool Builder::add(const NodePtr& n, bool seed) {
                dynamic_cast<const ArgReduce*>(node.op.get()) ||
                dynamic_cast<const CrossentropySoftmax*>(node.op.get())) {
       auto it = g_.map.find(node.inputs[0].get());
-      if (it == g_.map.end()) return false;
+      if (it == g_.map.end()) {
+        // A sibling reading the same external value: its axes are the domain's when its
+        // dims are.
+        const Node* x = node.inputs[0].get();
+        if (env_.dims.dims(x) != g_.lk.domain) return false;
+        std::vector<int> xm = identity_map(x->type.ndim());
+        for (int a = 0; a < x->type.ndim(); ++a)
+          if (x->type.shape[a] == 1) xm[a] = -1;
+        it = g_.map.emplace(x, xm).first;
+      }
       const auto& xm = it->second;
       const Node& x = *node.inputs[0];
       if (auto* red = dynamic_cast<const Reduce*>(node.op.get())) {
@@ -889,12 +900,17 @@ bool assign_levels(LoopKernel& lk) {
       if (!v[d]) continue;
       (inner[d] ? any_inner : any_outer) = true;
     }
+    // A value computed from a per-outer-point value (a row's max) is per outer point too,
+    // even when it varies along no axis (a 1-d domain reduced whole).
+    int arg_level = 0;
+    if (e.kind == ExprKind::Scalar)
+      for (int a : e.args) arg_level = std::max(arg_level, lk.exprs[a].level);
     if (post[i]) {
-      if (any_inner || any_outer) return false;
+      if (any_inner || any_outer || arg_level == 1 || arg_level == 2) return false;
       e.level = 3;
-    } else if (any_inner) {
+    } else if (any_inner || arg_level == 2) {
       e.level = 2;
-    } else if (any_outer || (e.kind == ExprKind::Reduce && !e.final) ||
+    } else if (any_outer || arg_level == 1 || (e.kind == ExprKind::Reduce && !e.final) ||
                e.kind == ExprKind::ArgReduce) {
       e.level = 1;
     } else {
@@ -1198,16 +1214,22 @@ std::vector<NodePtr> group_outputs(Env& env, const Group& g) {
   std::vector<NodePtr> outs;
   for (const NodePtr& n : g.nodes) {
     bool needed = env.roots.count(n.get()) > 0;
-    for (const NodePtr& c : env.clients[n.get()])
+    for (const NodePtr& c : env.clients[n.get()]) {
+      // Recomputed scalars (size_of, 1/n) read no data: where they need a value they
+      // create its buffer on demand.
+      if (env.inlinable(*c) && !env.roots.count(c.get())) continue;
       if (!in_group.count(c.get())) needed = true;
+    }
     if (needed) outs.push_back(n);
   }
   return outs;
 }
 
-// A trial group is valid when it reads nothing its own kernel writes and none of the
-// kernels it reads from depends on it.
+// A trial group is valid when it is one loop nest (levels and passes can be assigned), it
+// reads nothing its own kernel writes and none of the kernels it reads from depends on it.
 bool acyclic(Env& env, const Group& g) {
+  LoopKernel probe = g.lk;
+  if (!assign_levels(probe)) return false;
   for (const Access& a : g.lk.accesses) {
     int p = env.sched.buffers[root_of(env.sched, a.buffer)].producer;
     if (p < 0) continue;
@@ -1217,7 +1239,7 @@ bool acyclic(Env& env, const Group& g) {
 }
 
 void commit(Env& env, int gi, Group& trial, const NodePtr& n) {
-  env.groups[gi] = std::move(trial);
+  if (&env.groups[gi] != &trial) env.groups[gi] = std::move(trial);
   Group& g = env.groups[gi];
   env.group_of[n.get()] = gi;
   env.producer_kernel[n.get()] = g.kernel;
@@ -1267,9 +1289,21 @@ bool try_join(Env& env, const NodePtr& n) {
 
 Schedule make_schedule(const FunctionGraph& fg, const ScheduleOptions& options) {
   std::vector<NodePtr> order = fg.toposort();
-  Env env(fg, options, order);
+  // Leaves the outputs do not reach still get buffers: inputs replaced through givens and
+  // update targets that nothing reads.
+  std::vector<NodePtr> all = order;
+  {
+    std::unordered_set<const Node*> seen;
+    for (const NodePtr& n : order) seen.insert(n.get());
+    for (const NodePtr& n : fg.inputs())
+      if (seen.insert(n.get()).second) all.push_back(n);
+    for (const UpdatePair& u : fg.updates())
+      if (seen.insert(u.target.get()).second) all.push_back(u.target);
+  }
+  Env env(fg, options, all);
   env.sched.num_syms = env.dims.num_syms();
   env.sched.sym_sources = env.dims.sources();
+  for (const NodePtr& n : order) env.sched.node_dims.emplace_back(n, env.dims.dims(n.get()));
   for (const NodePtr& n : order)
     for (const NodePtr& in : n->inputs) env.clients[in.get()].push_back(n);
   for (const NodePtr& r : fg.outputs()) env.roots.insert(r.get());
@@ -1289,7 +1323,8 @@ Schedule make_schedule(const FunctionGraph& fg, const ScheduleOptions& options) 
       auto git = env.group_of.find(n->inputs[0].get());
       if (git != env.group_of.end() && options.fuse) {
         Group trial = env.groups[git->second];
-        if (Builder(env, trial).add(n, false) && acyclic(env, trial)) commit(env, git->second, trial, n);
+        if (Builder(env, trial).add(n, false) && acyclic(env, trial))
+          commit(env, git->second, trial, n);
       }
       continue;
     }
@@ -1428,22 +1463,33 @@ std::string describe_loop(const Schedule& s, const Kernel& k) {
     const Expr& e = lk.exprs[i];
     os << "    e" << i << " L" << e.level << " p" << e.phase << " " << dtype_name(e.dtype) << " ";
     switch (e.kind) {
-      case ExprKind::Load: os << "load " << buf_label(s, lk.accesses[e.access].buffer); break;
-      case ExprKind::Const: os << "const " << e.value; break;
-      case ExprKind::Scalar: os << scalar_info(e.op).name; break;
+      case ExprKind::Load:
+        os << "load " << buf_label(s, lk.accesses[e.access].buffer);
+        break;
+      case ExprKind::Const:
+        os << "const " << e.value;
+        break;
+      case ExprKind::Scalar:
+        os << scalar_info(e.op).name;
+        break;
       case ExprKind::Reduce:
         os << (e.final ? "final_" : "") << reduce_kind_name(e.reduce);
         break;
-      case ExprKind::ArgReduce: os << (e.is_max ? "argmax" : "argmin"); break;
-      case ExprKind::Index: os << "index " << e.axis; break;
-      case ExprKind::Count: os << "count"; break;
+      case ExprKind::ArgReduce:
+        os << (e.is_max ? "argmax" : "argmin");
+        break;
+      case ExprKind::Index:
+        os << "index " << e.axis;
+        break;
+      case ExprKind::Count:
+        os << "count";
+        break;
     }
     for (int a : e.args) os << " e" << a;
     os << "\n";
   }
   for (const Store& st : lk.stores)
-    os << "    store e" << st.expr << " -> " << buf_label(s, lk.accesses[st.access].buffer)
-       << "\n";
+    os << "    store e" << st.expr << " -> " << buf_label(s, lk.accesses[st.access].buffer) << "\n";
   return os.str();
 }
 
@@ -1459,10 +1505,11 @@ std::string Schedule::describe() const {
     os << "\n";
     if (k.kind == KernelKind::Gemm) {
       const GemmKernel& g = k.gemm;
-      os << "    C" << "[" << dim_str(g.m) << "x" << dim_str(g.n) << "] = "
+      os << "    C"
+         << "[" << dim_str(g.m) << "x" << dim_str(g.n) << "] = "
          << (g.alpha.is_const ? std::to_string(g.alpha.value) : buf_label(*this, g.alpha.buffer))
-         << " * " << (g.trans_a ? "A^T" : "A") << " . " << (g.trans_b ? "B^T" : "B") << " (k="
-         << dim_str(g.k) << ")";
+         << " * " << (g.trans_a ? "A^T" : "A") << " . " << (g.trans_b ? "B^T" : "B")
+         << " (k=" << dim_str(g.k) << ")";
       if (g.c_in >= 0)
         os << " + "
            << (g.beta.is_const ? std::to_string(g.beta.value) : buf_label(*this, g.beta.buffer))

@@ -64,6 +64,8 @@ NodePtr sub_neg(FunctionGraph&, const NodePtr& n) {
   if (n->inputs.size() != 2) return nullptr;
   const NodePtr& a = n->inputs[0];
   const NodePtr& b = n->inputs[1];
+  // -y wrapped around in uint8 is not undone by widening it: int64 x - (-y) != x + y.
+  if (a->type.dtype != n->type.dtype || b->type.dtype != n->type.dtype) return nullptr;
   if (is_elemwise(n, ScalarOp::Sub) && is_elemwise(b, ScalarOp::Neg)) {
     return build_replacement(n, [&] { return add(Variable(a), Variable(b->inputs[0])).node(); });
   }

@@ -60,13 +60,13 @@ struct Access {
 };
 
 enum class ExprKind : std::uint8_t {
-  Load,    // access `access` at the current loop point (or at `index_args` positions)
-  Const,   // literal `value`
-  Scalar,  // scalar_op(args...) computed in `compute` dtype
-  Reduce,  // reduction of args[0]; `final`: over the whole iteration, else over inner axes
+  Load,       // access `access` at the current loop point (or at `index_args` positions)
+  Const,      // literal `value`
+  Scalar,     // scalar_op(args...) computed in `compute` dtype
+  Reduce,     // reduction of args[0]; `final`: over the whole iteration, else over inner axes
   ArgReduce,  // index of the max/min of args[0] along the inner axis (int64)
-  Index,   // the loop index along domain axis `axis`, as int64
-  Count,   // product of the sizes of domain axes `axes`, in `dtype`
+  Index,      // the loop index along domain axis `axis`, as int64
+  Count,      // product of the sizes of domain axes `axes`, in `dtype`
 };
 
 struct Expr {
@@ -87,7 +87,7 @@ struct Expr {
   // Reduce / ArgReduce
   ReduceKind reduce = ReduceKind::Sum;  // Sum, Prod, Max, Min (Mean is lowered to Sum / Count)
   bool final = false;
-  bool is_max = true;  // ArgReduce
+  bool is_max = true;            // ArgReduce
   Dtype accum = Dtype::Float32;  // accumulator dtype (float64 for float32 sums, as perform does)
   // Index / Count
   int axis = -1;
@@ -109,7 +109,10 @@ struct Store {
 // A fused loop nest over `domain`. Axes with inner[d] are reduced by the kernel's inner
 // reductions (all of them reduce the same axes); the others are outer axes, split across
 // threads. For each outer point the kernel runs `passes` sweeps over the inner axes
-// (softmax: max, then sum of exp, then the normalised values).
+// (softmax: max, then sum of exp, then the normalised values). Contract with the memory
+// plan: renderers store inner values during the last pass and outer values after all
+// passes, so a value written in place over an input never overwrites an element before the
+// kernel's last read of it.
 struct LoopKernel {
   std::vector<Dim> domain;
   std::vector<bool> inner;
@@ -128,9 +131,9 @@ struct ScalarArg {
   int buffer = -1;
 };
 struct GemmKernel {
-  int a = -1, b = -1;      // buffers; rank 1 or 2
-  int c_in = -1;           // accumulate: the buffer added (beta * C_in); -1 otherwise
-  int out = -1;            // buffer written
+  int a = -1, b = -1;  // buffers; rank 1 or 2
+  int c_in = -1;       // accumulate: the buffer added (beta * C_in); -1 otherwise
+  int out = -1;        // buffer written
   bool trans_a = false, trans_b = false;
   bool a_vector = false, b_vector = false;  // dot with vector operands
   ScalarArg alpha{true, 1.0, -1};
@@ -140,8 +143,8 @@ struct GemmKernel {
 };
 
 struct HostKernel {
-  NodePtr node;                // whose op->perform runs
-  std::vector<int> inputs;     // buffers, one per node input
+  NodePtr node;             // whose op->perform runs
+  std::vector<int> inputs;  // buffers, one per node input
   int out = -1;
 };
 
@@ -149,10 +152,10 @@ enum class KernelKind : std::uint8_t { Loop, Gemm, Host };
 
 struct Kernel {
   KernelKind kind = KernelKind::Loop;
-  std::string name;                // "k0_loop", "k1_gemm", ...
-  std::vector<NodePtr> nodes;      // graph nodes it computes (for printing and tests)
-  std::vector<int> reads;          // buffers read
-  std::vector<int> writes;         // buffers written
+  std::string name;            // "k0_loop", "k1_gemm", ...
+  std::vector<NodePtr> nodes;  // graph nodes it computes (for printing and tests)
+  std::vector<int> reads;      // buffers read
+  std::vector<int> writes;     // buffers written
   LoopKernel loop;
   GemmKernel gemm;
   HostKernel host;
@@ -173,6 +176,9 @@ struct Schedule {
   int num_syms = 0;
   // For each runtime symbol, a (node, axis) whose runtime size defines it.
   std::vector<std::pair<NodePtr, int>> sym_sources;
+  // Every node's dims as the kernels assume them; the Program checks them against the
+  // run-time shapes (a mismatch is the user's shape error, reported before any kernel runs).
+  std::vector<std::pair<NodePtr, std::vector<Dim>>> node_dims;
 
   std::string describe() const;
   std::size_t kernel_count() const { return kernels.size(); }

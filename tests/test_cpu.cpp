@@ -1,0 +1,291 @@
+// The cpu backend end to end: the MNIST softmax model's train and predict functions against
+// the reference backend, kernel counts, in-place updates, steady-state allocations, layouts.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <thea/ops/fused.hpp>
+#include <thea/ops/ops.hpp>
+#include <thea/thea.hpp>
+
+#include "../backends/cpu/program.hpp"
+
+using namespace thea;
+
+// Counts heap allocations so a test can assert that a steady-state call allocates nothing
+// beyond the returned outputs.
+namespace {
+std::atomic<long> g_allocs{0};
+}
+void* operator new(std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+namespace thea {
+std::shared_ptr<Backend> make_cpu_backend();
+}
+
+namespace {
+
+void ensure_cpu() {
+  static bool once = [] {
+    register_backend("cpu", &make_cpu_backend);
+    return true;
+  }();
+  (void)once;
+}
+
+FunctionOptions on(const char* backend) {
+  FunctionOptions o;
+  o.backend = backend;
+  return o;
+}
+
+Tensor one_hot_rows(int n, int classes, int seed) {
+  Tensor y = Tensor::zeros({n, classes});
+  for (int i = 0; i < n; ++i) y.set({i, (i * 7 + seed) % classes}, 1.0);
+  return y;
+}
+
+struct Model {
+  Variable X = fmatrix("X");
+  Variable Y = fmatrix("Y");
+  Variable w;
+  Function train, predict;
+  Model(const char* backend, std::uint64_t seed = 42)
+      : w(shared(random_normal({784, 10}, 0.0, 0.01, seed), "w")),
+        train(make_train(backend)),
+        predict(make_predict(backend)) {}
+  Function make_train(const char* backend) {
+    auto py_x = nnet::softmax(dot(X, w));
+    auto cost = mean(nnet::categorical_crossentropy(py_x, Y));
+    auto g = grad(cost, w);
+    return function({X, Y}, {cost}, {{w, w - g * 0.05}}, on(backend));
+  }
+  Function make_predict(const char* backend) {
+    auto py_x = nnet::softmax(dot(X, w));
+    return function({X}, {argmax(py_x, 1)}, {}, on(backend));
+  }
+};
+
+std::unique_ptr<Program> compile_cpu(const std::vector<Variable>& ins,
+                                     const std::vector<Variable>& outs, const Updates& ups = {}) {
+  ensure_cpu();
+  std::vector<NodePtr> in_nodes, out_nodes;
+  for (const Variable& v : ins) in_nodes.push_back(v.node());
+  for (const Variable& v : outs) out_nodes.push_back(v.node());
+  std::vector<UpdatePair> up;
+  for (const auto& [t, v] : ups) up.push_back({t.node(), v.node()});
+  static std::vector<std::unique_ptr<FunctionGraph>> keep;  // programs reference the graph
+  keep.push_back(std::make_unique<FunctionGraph>(in_nodes, out_nodes, up));
+  run_rewrites(*keep.back());
+  return get_backend("cpu")->compile(*keep.back());
+}
+
+}  // namespace
+
+TEST_CASE("mnist softmax: cpu matches the reference backend step by step") {
+  ensure_cpu();
+  Model cpu_m("cpu"), ref_m("reference");
+  Tensor x = random_uniform({128, 784}, 0.0, 1.0, 7);
+  Tensor y = one_hot_rows(128, 10, 3);
+  for (int step = 0; step < 5; ++step) {
+    Tensor xs = random_uniform({128, 784}, 0.0, 1.0, 100 + step);
+    float c1 = cpu_m.train({xs, y})[0].item<float>();
+    float c2 = ref_m.train({xs, y})[0].item<float>();
+    CHECK(c1 == doctest::Approx(c2).epsilon(1e-5));
+    CHECK(max_abs_diff(cpu_m.w.get_value(), ref_m.w.get_value()) < 1e-6);
+  }
+  Tensor p1 = cpu_m.predict({x})[0];
+  Tensor p2 = ref_m.predict({x})[0];
+  CHECK(p1.dtype() == Dtype::Int64);
+  CHECK(p1.shape() == Shape{128});
+  CHECK(max_abs_diff(p1, p2) == 0);
+}
+
+TEST_CASE("mnist softmax: the train step is 3 kernels with the update written in place") {
+  ensure_cpu();
+  Model m("cpu");
+  CHECK(m.train.backend_name() == "cpu");
+  CHECK(m.train.kernel_count() <= 4);
+  CHECK(m.train.kernel_count() == 3);
+  CHECK(m.predict.kernel_count() == 2);
+  const std::string d = m.train.debugprint();
+  CHECK(d.find("k0_gemm [generated gemm]: dot") != std::string::npos);
+  CHECK(d.find("k1_loop [fused loop]: crossentropy_softmax") != std::string::npos);
+  CHECK(d.find("k2_gemm [generated gemm (A^T)]: gemm{trans_a, accumulate, inplace}") !=
+        std::string::npos);
+  CHECK(d.find("update w written in place") != std::string::npos);
+}
+
+TEST_CASE("batch size changes re-plan the layout; a partial last batch is right") {
+  ensure_cpu();
+  Model cpu_m("cpu"), ref_m("reference");
+  for (int rows : {128, 37, 1, 128, 200}) {
+    Tensor xs = random_uniform({rows, 784}, 0.0, 1.0, rows);
+    Tensor ys = one_hot_rows(rows, 10, rows);
+    float c1 = cpu_m.train({xs, ys})[0].item<float>();
+    float c2 = ref_m.train({xs, ys})[0].item<float>();
+    CHECK(c1 == doctest::Approx(c2).epsilon(1e-5));
+    CHECK(max_abs_diff(cpu_m.predict({xs})[0], ref_m.predict({xs})[0]) == 0);
+  }
+  CHECK(max_abs_diff(cpu_m.w.get_value(), ref_m.w.get_value()) < 1e-6);
+}
+
+TEST_CASE("strided inputs (column slices) are read correctly") {
+  ensure_cpu();
+  auto a = fmatrix("a");
+  auto b = fmatrix("b");
+  auto f = function({a, b}, {sum(exp(a) * b, 1)}, {}, on("cpu"));
+  auto g = function({a, b}, {sum(exp(a) * b, 1)}, {}, on("reference"));
+  Tensor big = random_uniform({6, 10}, -1, 1, 3);
+  Tensor cols = big.slice(1, 2, 7);  // 6 x 5, strided
+  Tensor other = random_uniform({6, 5}, -1, 1, 4);
+  REQUIRE_FALSE(cols.is_contiguous());
+  CHECK(allclose(f({cols, other})[0], g({cols, other})[0], 1e-5, 1e-6));
+  Tensor t = random_uniform({5, 6}, -1, 1, 5).permute({1, 0});
+  CHECK(allclose(f({t, other})[0], g({t, other})[0], 1e-5, 1e-6));
+}
+
+TEST_CASE("outputs never alias shared state; updates use the old values") {
+  ensure_cpu();
+  auto x = fvector("x");
+  auto a = shared(Tensor::from_list({1, 2, 3}), "a");
+  auto b = shared(Tensor::from_list({10, 20, 30}), "b");
+  // Returns a's old value while swapping a and b and adding x to b.
+  auto f = function({x}, {a, a * 2.0}, {{a, b}, {b, a + x}}, on("cpu"));
+  auto out = f({Tensor::from_list({1, 1, 1})});
+  CHECK(out[0].to_vector() == std::vector<double>{1, 2, 3});
+  CHECK(out[1].to_vector() == std::vector<double>{2, 4, 6});
+  CHECK(a.get_value().to_vector() == std::vector<double>{10, 20, 30});
+  CHECK(b.get_value().to_vector() == std::vector<double>{2, 3, 4});
+  out[0].set({0}, 99);  // the caller owns the output
+  CHECK(a.get_value().to_vector() == std::vector<double>{10, 20, 30});
+}
+
+TEST_CASE("an update whose old value is still needed is not written in place") {
+  ensure_cpu();
+  auto x = fvector("x");
+  auto w = shared(Tensor::from_list({1, 2, 3}), "w");
+  // w's new value and an output that reads the old w after it: copied at the end.
+  auto f = function({x}, {w * x}, {{w, w + x}}, on("cpu"));
+  auto r = f({Tensor::from_list({1, 2, 3})});
+  CHECK(r[0].to_vector() == std::vector<double>{1, 4, 9});
+  CHECK(w.get_value().to_vector() == std::vector<double>{2, 4, 6});
+  // An elementwise update alone is done in place by its loop.
+  auto g = function({x}, {}, {{w, w - x * 0.5}}, on("cpu"));
+  g({Tensor::from_list({2, 2, 2})});
+  CHECK(w.get_value().to_vector() == std::vector<double>{1, 3, 5});
+  CHECK(g.debugprint().find("update w written in place") != std::string::npos);
+}
+
+TEST_CASE("steady-state calls allocate only the returned outputs") {
+  Model m("cpu");
+  auto prog = compile_cpu(
+      {m.X, m.Y}, {},
+      {{m.w,
+        m.w - grad(mean(nnet::categorical_crossentropy(nnet::softmax(dot(m.X, m.w)), m.Y)), m.w) *
+                  0.05}});
+  std::vector<Tensor> args{random_uniform({128, 784}, 0, 1, 1), one_hot_rows(128, 10, 1)};
+  prog->run(args);
+  prog->run(args);
+  long before = g_allocs.load();
+  for (int i = 0; i < 10; ++i) prog->run(args);
+  long per_call = (g_allocs.load() - before) / 10;
+  MESSAGE("heap allocations per train call (no outputs): " << per_call);
+  CHECK(per_call <= 1);  // the (empty) result vector
+}
+
+TEST_CASE("run-time shape errors name the variables") {
+  ensure_cpu();
+  auto a = fmatrix("a");
+  auto b = fmatrix("b");
+  auto f = function({a, b}, {a + b}, {}, on("cpu"));
+  CHECK_THROWS_WITH_AS(f({Tensor::zeros({2, 3}), Tensor::zeros({2, 4})}), doctest::Contains("b"),
+                       ShapeError);
+  // Size 1 at run time does not broadcast when the type does not say so.
+  CHECK_THROWS_AS(f({Tensor::zeros({2, 3}), Tensor::zeros({1, 3})}), ShapeError);
+  auto v = fvector("v");
+  auto mx = function({v}, {max(v)}, {}, on("cpu"));
+  CHECK_THROWS_AS(mx({Tensor::zeros({0})}), ValueError);
+}
+
+TEST_CASE("results are identical run to run") {
+  ensure_cpu();
+  Model m1("cpu", 5), m2("cpu", 5);
+  for (int step = 0; step < 3; ++step) {
+    Tensor xs = random_uniform({128, 784}, 0, 1, step);
+    Tensor ys = one_hot_rows(128, 10, step);
+    CHECK(m1.train({xs, ys})[0].item<float>() == m2.train({xs, ys})[0].item<float>());
+  }
+  CHECK(max_abs_diff(m1.w.get_value(), m2.w.get_value()) == 0);
+}
+
+TEST_CASE("big reductions split across parts stay accurate and deterministic") {
+  ensure_cpu();
+  auto v = fvector("v");
+  auto f = function({v}, {sum(v), mean(v * v), max(v), min(v)}, {}, on("cpu"));
+  auto g = function({v}, {sum(v), mean(v * v), max(v), min(v)}, {}, on("reference"));
+  Tensor x = random_uniform({1 << 20}, -1, 1, 11);
+  auto a = f({x});
+  auto b = g({x});
+  for (int i = 0; i < 4; ++i)
+    CHECK(a[i].item<double>() == doctest::Approx(b[i].item<double>()).epsilon(1e-6));
+  auto a2 = f({x});
+  for (int i = 0; i < 4; ++i) CHECK(a[i].item<double>() == a2[i].item<double>());
+}
+
+TEST_CASE("dot of vectors and matrices in every combination, float and int") {
+  ensure_cpu();
+  struct Case {
+    Shape a, b;
+  };
+  for (Dtype dt : {Dtype::Float32, Dtype::Float64, Dtype::Int64}) {
+    for (const Case& c : {Case{{5, 7}, {7, 3}}, Case{{5, 7}, {7}}, Case{{7}, {7, 3}},
+                          Case{{7}, {7}}, Case{{40, 33}, {33, 20}}, Case{{64, 300}, {300, 12}}}) {
+      auto a = tensor(dt, static_cast<int>(c.a.size()), "a");
+      auto b = tensor(dt, Shape(c.b.begin(), c.b.end()), "b");
+      auto f = function({a, b}, {dot(a, b)}, {}, on("cpu"));
+      auto g = function({a, b}, {dot(a, b)}, {}, on("reference"));
+      Tensor x = random_uniform(c.a, -2, 2, 1).astype(dt);
+      Tensor y = random_uniform(c.b, -2, 2, 2).astype(dt);
+      CHECK_MESSAGE(allclose(f({x, y})[0], g({x, y})[0], 1e-5, 1e-5),
+                    dtype_name(dt) << " " << shape_str(c.a) << " . " << shape_str(c.b));
+    }
+  }
+}
+
+TEST_CASE("without a compiler, functions fall back to the reference backend") {
+  if (const char* child = std::getenv("THEA_TEST_NO_COMPILER_CHILD"); child && *child) {
+    // In the child: THEA_CXX points nowhere, so the cpu backend is unavailable.
+    CHECK(default_backend_name() == "reference");
+    auto x = fvector("x");
+    auto f = function({x}, {exp(x)});
+    CHECK(f.backend_name() == "reference");
+    CHECK(f({Tensor::from_list({0.0})})[0].item<float>() == 1.0f);
+    CHECK_THROWS_WITH_AS(get_backend("cpu"), doctest::Contains("thea-no-such-compiler"),
+                         BackendError);
+    return;
+  }
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::setenv("THEA_TEST_NO_COMPILER_CHILD", "1", 1);
+    ::setenv("THEA_CXX", "/nonexistent/thea-no-such-compiler", 1);
+    ::unsetenv("THEA_BACKEND");
+    ::execl("/proc/self/exe", "test_cpu", "-tc=without a compiler*", "-nv",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
