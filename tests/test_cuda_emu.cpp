@@ -141,6 +141,44 @@ TEST_CASE("cuda_emu: the MNIST softmax step with a device-resident dataset") {
   MESSAGE("train on cuda_emu:\n" << train_emu.debugprint());
 }
 
+TEST_CASE("cuda_emu: many replayed steps without outputs, read by a second function") {
+  // > 64 calls wrap the argument ring; predict runs on another stream and must see every
+  // update (the writer's event is recorded lazily, when predict needs it).
+  register_emu();
+  const int n = 32, bs = 2, classes = 3, features = 3;
+  Tensor xs = Tensor::random_normal({n, features}, 0, 1, 11);
+  Tensor ys = Tensor::zeros({n, classes});
+  for (int i = 0; i < n; ++i) ys.set({i, (i * 5) % classes}, 1.0);
+  auto build = [&](const std::string& backend, Variable* w_out) {
+    Variable trX = shared(xs, "trX"), trY = shared(ys, "trY");
+    Variable w = shared(Tensor::random_normal({features, classes}, 0, 0.1, 12), "w");
+    Variable X = fmatrix("X"), Y = fmatrix("Y");
+    Variable py = nnet::softmax(dot(X, w));
+    Variable cost = mean(nnet::categorical_crossentropy(py, Y));
+    Variable i = lscalar("i");
+    Function train = function({i}, {}, {{w, w - grad(cost, w) * 0.5f}},
+                              {{X, subtensor(trX, {Slice(i * bs, (i + 1) * bs)})},
+                               {Y, subtensor(trY, {Slice(i * bs, (i + 1) * bs)})}},
+                              on(backend));
+    Function predict = function({}, {py}, {}, {{X, trX}}, on(backend));
+    *w_out = w;
+    return std::make_pair(train, predict);
+  };
+  Variable w_ref, w_emu;
+  auto [train_ref, pred_ref] = build("reference", &w_ref);
+  auto [train_emu, pred_emu] = build("cuda_emu", &w_emu);
+  for (int epoch = 0; epoch < 5; ++epoch) {
+    for (int i = 0; i < n / bs; ++i) {
+      Tensor idx = Tensor::scalar(i, Dtype::Int64);
+      CHECK(train_ref({idx}).empty());
+      CHECK(train_emu({idx}).empty());
+    }
+    CAPTURE(epoch);
+    CHECK(allclose(pred_emu({})[0], pred_ref({})[0], 1e-4, 1e-6));
+  }
+  CHECK(allclose(w_emu.get_value(), w_ref.get_value(), 1e-4, 1e-6));
+}
+
 TEST_CASE("cuda_emu: long rows use several warps per row (shared-memory combine)") {
   Variable x = fmatrix("x"), v = fvector("v");
   Tensor xv = Tensor::random_normal({3, 1000}, 0, 1, 11);

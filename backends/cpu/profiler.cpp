@@ -1,11 +1,11 @@
 #include "profiler.hpp"
 
-#include "thread_pool.hpp"
-
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+
+#include "thread_pool.hpp"
 
 namespace thea::cpu {
 namespace {
@@ -40,10 +40,11 @@ std::string Registry::profile_report_locked() {
   std::string out;
   if (!profiles.empty()) {
     ThreadPool& pool = ThreadPool::global();
-    out += fmt_line("thea profile: thread pool of %d: %llu launches shared with helpers, %llu run "
-                    "alone after helpers stalled\n",
-                    pool.threads(), static_cast<unsigned long long>(pool.helped_launches()),
-                    static_cast<unsigned long long>(pool.solo_launches()));
+    out += fmt_line(
+        "thea profile: thread pool of %d: %llu launches shared with helpers, %llu run "
+        "alone after helpers stalled\n",
+        pool.threads(), static_cast<unsigned long long>(pool.helped_launches()),
+        static_cast<unsigned long long>(pool.solo_launches()));
   }
   for (const auto& p : profiles) {
     if (!p) continue;

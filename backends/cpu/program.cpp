@@ -104,6 +104,7 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
   staged_inputs_.resize(inputs_.size());
   input_refs_.resize(inputs_.size());
   nparts_.assign(schedule_.kernels.size(), 1);
+  adapt_.assign(schedule_.kernels.size(), Adapt{});
   if (profiling_enabled()) {
     profile_ = register_profile(program_name(fg));
     profile_->compile_seconds = info_.seconds;
@@ -285,8 +286,9 @@ void CpuProgram::plan_shapes(const std::vector<Tensor>& inputs) {
         const char* v = std::getenv("THEA_CPU_PART_WORK");
         return v && *v ? std::max<std::int64_t>(1024, std::atoll(v)) : std::int64_t{16384};
       }();
-      parts = work < min_work ? 1
-                              : clamp_parts(std::min<std::int64_t>(outer, work / (min_work / 2)), 64);
+      parts = work < min_work
+                  ? 1
+                  : clamp_parts(std::min<std::int64_t>(outer, work / (min_work / 2)), 64);
       if (kr.loop.domain.empty()) parts = 1;
       partial_bytes = std::max(partial_bytes, static_cast<std::size_t>(parts) *
                                                   static_cast<std::size_t>(code.finals) * 8);
@@ -445,7 +447,7 @@ void CpuProgram::run_blas(std::size_t k) {
         c.fill(0);
       }
     } else {
-      pool_->run(nparts_[k], part, &ctx);
+      launch(k, part, &ctx);
     }
   }
 #else
@@ -454,13 +456,46 @@ void CpuProgram::run_blas(std::size_t k) {
 #endif
 }
 
+void CpuProgram::launch(std::size_t k, ThreadPool::PartFn fn, void* ctx) {
+  const int nparts = nparts_[k];
+  if (nparts <= 1 || pool_->threads() <= 1) {
+    pool_->run(nparts, fn, ctx, true);
+    return;
+  }
+  Adapt& a = adapt_[k];
+  ++a.launches;
+  bool solo;
+  if (a.trial > 0) {
+    solo = a.trial_solo;  // an ongoing trial of the other way
+    --a.trial;
+  } else if (a.n_par < 2 || a.n_solo < 2 || a.launches % 64 == 0) {
+    // Learn both ways, then re-check the slower one now and then. A trial of the parallel
+    // way runs 3 launches: the first may wake sleeping helpers and is not counted.
+    solo = a.n_par >= 2 && (a.n_solo < 2 || a.solo >= a.par);
+    a.trial_solo = solo;
+    a.trial = solo ? 0 : 2;
+  } else {
+    solo = a.solo < a.par;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  pool_->run(nparts, fn, ctx, solo);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const bool cold = !solo && a.last_solo;  // helpers may have been asleep
+  a.last_solo = solo;
+  if (cold) return;
+  double& avg = solo ? a.solo : a.par;
+  int& n = solo ? a.n_solo : a.n_par;
+  avg = n == 0 ? dt : 0.75 * avg + 0.25 * dt;
+  ++n;
+}
+
 void CpuProgram::run_kernel(std::size_t k) {
   const KernelCode& code = rendered_.kernels[k];
   const KernelFns& f = fns_[k];
   switch (code.launch) {
     case Launch::Loop: {
       LaunchCtx ctx{f.fn, ptrs_.data(), dims_.data(), partials_.data(), nparts_[k]};
-      pool_->run(nparts_[k], launch_part, &ctx);
+      launch(k, launch_part, &ctx);
       if (f.finish) f.finish(ptrs_.data(), dims_.data(), partials_.data(), nparts_[k]);
       break;
     }
@@ -469,7 +504,7 @@ void CpuProgram::run_kernel(std::size_t k) {
       void* S = scratch_[k] ? scratch_[k]->data() : nullptr;
       if (f.prep) f.prep(ptrs_.data(), dims_.data(), S);
       LaunchCtx ctx{f.fn, ptrs_.data(), dims_.data(), S, nparts_[k]};
-      pool_->run(nparts_[k], launch_part, &ctx);
+      launch(k, launch_part, &ctx);
       break;
     }
     case Launch::Blas:

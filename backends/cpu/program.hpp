@@ -88,6 +88,21 @@ class CpuProgram : public Program {
   std::vector<const Tensor*> input_refs_;          // this call's inputs (dense)
   std::vector<Tensor> host_values_;                // host-step results (per buffer)
 
+  // Per kernel: whether splitting across the pool's threads actually pays off right now.
+  // Both ways are timed now and then and the faster one is used (the machine is shared: a
+  // second thread helps when a core is free and hurts when it is not). Parts are the same
+  // either way, so results do not change.
+  struct Adapt {
+    double par = 0, solo = 0;  // smoothed seconds per launch
+    int n_par = 0, n_solo = 0;
+    std::uint64_t launches = 0;
+    int trial = 0;  // launches left in a trial of the other way
+    bool trial_solo = false;
+    bool last_solo = true;
+  };
+  std::vector<Adapt> adapt_;
+  void launch(std::size_t k, ThreadPool::PartFn fn, void* ctx);
+
   std::shared_ptr<FunctionProfile> profile_;
 };
 

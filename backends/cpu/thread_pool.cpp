@@ -93,9 +93,16 @@ void ThreadPool::helper_loop() {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
     std::uint32_t gen = seen;
     int polls = 0;
+    const auto yield_after = std::chrono::steady_clock::now() + std::chrono::microseconds(10);
     while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
       THEA_CPU_RELAX();
-      if (++polls % 64 == 0 && std::chrono::steady_clock::now() > deadline) {
+      if (++polls % 64 != 0) continue;
+      const auto t = std::chrono::steady_clock::now();
+      // After a short busy spin, keep polling through sched_yield: on an idle core it
+      // returns at once, on a busy one it lets the other processes (and our own caller)
+      // run instead of burning their time.
+      if (t > yield_after) sched_yield();
+      if (t > deadline) {
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
         // Re-check after announcing ourselves, so a launch published meanwhile is not missed.
         if (generation_.load(std::memory_order_seq_cst) == seen &&
@@ -111,9 +118,9 @@ void ThreadPool::helper_loop() {
   }
 }
 
-void ThreadPool::run(int nparts, PartFn fn, void* ctx) {
+void ThreadPool::run(int nparts, PartFn fn, void* ctx, bool solo) {
   if (nparts <= 0) return;
-  if (helpers_.empty() || nparts == 1) {
+  if (helpers_.empty() || nparts == 1 || solo) {
     for (int p = 0; p < nparts; ++p) fn(ctx, p);
     return;
   }

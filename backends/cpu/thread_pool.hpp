@@ -30,7 +30,8 @@ class ThreadPool {
 
   // Calls fn(ctx, p) once for every p in [0, nparts) and returns when all have finished.
   // Not reentrant: fn must not call run() on the same pool.
-  void run(int nparts, PartFn fn, void* ctx);
+  // `solo`: run every part on the caller (same parts, same order) without waking helpers.
+  void run(int nparts, PartFn fn, void* ctx, bool solo = false);
 
   // Launches since construction that a helper joined (for the profiler and tests).
   std::uint64_t helped_launches() const { return helped_.load(std::memory_order_relaxed); }

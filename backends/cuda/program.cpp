@@ -1,6 +1,9 @@
 #include "cuda/program.hpp"
 
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -48,6 +51,16 @@ using W = ParamWord::Kind;
 template <class T>
 const T* op_as(const NodePtr& n) {
   return n->kind == NodeKind::Apply ? dynamic_cast<const T*>(n->op.get()) : nullptr;
+}
+
+// Timestamps for THEA_PROFILE; a disabled profile costs no clock read.
+std::chrono::steady_clock::time_point prof_now(bool on) {
+  return on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+}
+std::uint64_t ns_between(std::chrono::steady_clock::time_point a,
+                         std::chrono::steady_clock::time_point b) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
 }
 
 bool env_off(const char* name) {
@@ -194,6 +207,17 @@ struct CudaProgram::Impl {
   std::vector<NodePtr> keep_alive;  // shared nodes whose mirrors instances point into
   bool graphs = true;
   bool has_host_steps = false;
+  std::vector<std::size_t> shared_values;  // indices of the Shared values
+  // Per-call scratch kept across calls so a replayed step allocates nothing.
+  std::vector<void*> call_mirror_ptrs;
+  std::vector<std::int64_t> call_key;
+  void* out_pinned = nullptr;  // staging for outputs and the error flag (grows, never shrinks)
+  std::size_t out_pinned_bytes = 0;
+  // THEA_PROFILE=1: host time per call phase (prepare, upload, launch, outputs+sync),
+  // reported on stderr when the program is destroyed.
+  bool profile = false;
+  std::array<std::uint64_t, 4> prof_ns{};
+  std::size_t prof_calls = 0;
 
   // Per-call state.
   std::vector<Tensor> host;
@@ -743,9 +767,8 @@ void CudaProgram::Impl::fill_args(const Instance& inst) {
 
 void CudaProgram::Impl::prepare_mirrors() {
   mirrors.assign(plan.values.size(), nullptr);
-  for (std::size_t i = 0; i < plan.values.size(); ++i) {
+  for (std::size_t i : shared_values) {
     const Value& v = plan.values[i];
-    if (v.place != Place::Shared) continue;
     SharedState& s = *v.node->shared;
     auto* m = dynamic_cast<CudaMirror*>(s.mirror.get());
     if (!m || &m->runtime() != &rt) {
@@ -766,7 +789,16 @@ void CudaProgram::Impl::prepare_mirrors() {
       if (n) rt.memcpy_h2d(m->data(), s.value.contiguous().raw_data(), n, stream);
       m->set_device_valid();
     }
-    if (m->last_event && m->last_stream != stream) rt.wait_event(stream, m->last_event);
+    if (m->last_stream && m->last_stream != stream) {
+      // The writer's stream records its event only now that another stream needs it: an
+      // event recorded later still orders after every use enqueued there before.
+      if (m->event_stale) {
+        if (!m->last_event) m->last_event = rt.create_event();
+        rt.record_event(m->last_event, m->last_stream);
+        m->event_stale = false;
+      }
+      rt.wait_event(stream, m->last_event);
+    }
     mirrors[i] = m;
   }
 }
@@ -878,6 +910,7 @@ CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
   (void)fg;
   m.graphs = !env_off("THEA_CUDA_GRAPHS");
   m.memo_enabled = !env_off("THEA_CUDA_CALL_MEMO");
+  if (const char* p = std::getenv("THEA_PROFILE")) m.profile = *p && std::string(p) != "0";
   if (!plan_.source.empty()) {
     m.module = rt.load_module(plan_.source, "function");
     stats_.compile_seconds = m.module->compile_seconds;
@@ -897,7 +930,10 @@ CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
       if (n) rt.memcpy_h2d(b.get(), c.raw_data(), n, m.stream);
       m.constants.emplace(static_cast<int>(i), std::move(b));
     }
-    if (v.place == Place::Shared) m.keep_alive.push_back(v.node);
+    if (v.place == Place::Shared) {
+      m.keep_alive.push_back(v.node);
+      m.shared_values.push_back(i);
+    }
   }
   for (const Step& st : plan_.steps) m.has_host_steps |= st.kind == StepKind::HostOp;
   rt.synchronize(m.stream);
@@ -905,6 +941,14 @@ CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
 
 CudaProgram::~CudaProgram() {
   Impl& m = *impl_;
+  if (m.profile && m.prof_calls) {
+    const double c = static_cast<double>(m.prof_calls);
+    std::fprintf(stderr,
+                 "thea cuda profile: %zu replayed calls, host us/call: prepare %.2f, upload %.2f, "
+                 "launch %.2f, outputs+sync %.2f\n",
+                 m.prof_calls, m.prof_ns[0] / c * 1e-3, m.prof_ns[1] / c * 1e-3,
+                 m.prof_ns[2] / c * 1e-3, m.prof_ns[3] / c * 1e-3);
+  }
   try {
     m.rt.synchronize(m.stream);
   } catch (...) {
@@ -917,13 +961,15 @@ CudaProgram::~CudaProgram() {
     // Mirrors may still point at our event; they only wait on it, so clear theirs first.
     for (const NodePtr& n : m.keep_alive) {
       auto* mir = dynamic_cast<CudaMirror*>(n->shared->mirror.get());
-      if (mir && mir->last_stream == m.stream) mir->last_stream = nullptr;
+      if (mir && mir->last_stream == m.stream) {
+        mir->last_stream = nullptr;
+        mir->event_stale = false;
+      }
     }
-    for (std::size_t k = 0; k < m.ring.size(); ++k) {
-      m.rt.event_synchronize(m.ring_events[k]);
-      m.rt.destroy_event(m.ring_events[k]);
-      m.rt.host_free(m.ring[k]);
-    }
+    if (m.out_pinned) m.rt.host_free(m.out_pinned);
+    // The stream was synchronized above: no copy still reads a block.
+    for (Event e : m.ring_events) m.rt.destroy_event(e);
+    for (void* p : m.ring) m.rt.host_free(p);
     m.rt.destroy_stream(m.stream);
   } catch (...) {
   }
@@ -936,13 +982,15 @@ std::string CudaProgram::describe() const { return plan_.describe(); }
 std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   Impl& m = *impl_;
   Runtime& rt = m.rt;
+  const auto t_begin = prof_now(m.profile);
   stats_.calls++;
   m.prepare_mirrors();
-  std::vector<void*> mirror_ptrs;
-  for (CudaMirror* mir : m.mirrors)
-    if (mir) mirror_ptrs.push_back(mir->data());
+  std::vector<void*>& mirror_ptrs = m.call_mirror_ptrs;
+  mirror_ptrs.clear();
+  for (std::size_t i : m.shared_values) mirror_ptrs.push_back(m.mirrors[i]->data());
   // The call key: input shapes and the values of host scalar inputs.
-  std::vector<std::int64_t> key;
+  std::vector<std::int64_t>& key = m.call_key;
+  key.clear();
   for (std::size_t k = 0; k < m.plan.inputs.size(); ++k) {
     int v = m.plan.inputs[k];
     if (v < 0) continue;
@@ -999,25 +1047,30 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     if (m.memo_enabled) {
       if (m.memo.size() >= 4096) m.memo.clear();
       CallState cs{m.host, m.shapes, m.views, m.contig_copies, m.args_host, mirror_ptrs, instp};
-      m.memo.emplace(std::move(key), std::move(cs));
+      m.memo.emplace(key, std::move(cs));
     }
   }
   Instance& inst = *instp;
+  const auto t_prepared = prof_now(m.profile);
 
   if (!m.args_valid || m.args_host != m.args_uploaded) {
     const std::size_t bytes = m.args_host.size() * 8;
+    // 64 blocks in groups of 8 with one event per group, recorded after the group's last
+    // copy: a step pays an event call once in 8, and a block is reused 64 calls later.
+    constexpr std::size_t kGroup = 8, kGroups = 8;
     if (m.ring.empty()) {
-      for (int k = 0; k < 8; ++k) {
-        m.ring.push_back(rt.host_alloc(bytes));
+      for (std::size_t k = 0; k < kGroup * kGroups; ++k) m.ring.push_back(rt.host_alloc(bytes));
+      for (std::size_t g = 0; g < kGroups; ++g) {
         m.ring_events.push_back(rt.create_event());
         rt.record_event(m.ring_events.back(), m.stream);
       }
     }
     const std::size_t k = m.ring_next++ % m.ring.size();
-    rt.event_synchronize(m.ring_events[k]);  // the copy that last read this block is done
+    // Entering a group: the copies that last read its blocks are done.
+    if (k % kGroup == 0) rt.event_synchronize(m.ring_events[k / kGroup]);
     std::memcpy(m.ring[k], m.args_host.data(), bytes);
     rt.memcpy_h2d(m.args_dev.get(), m.ring[k], bytes, m.stream);
-    rt.record_event(m.ring_events[k], m.stream);
+    if (k % kGroup == kGroup - 1) rt.record_event(m.ring_events[k / kGroup], m.stream);
     m.args_uploaded = m.args_host;
     m.args_valid = true;
   }
@@ -1029,6 +1082,7 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     if (n) rt.memcpy_h2d(inst.buffers.at(v).get(), t.raw_data(), n, m.stream);
   }
 
+  const auto t_uploaded = prof_now(m.profile);
   const bool capture = m.graphs && inst.capturable && !m.has_host_steps;
   if (inst.graph) {
     inst.graph->launch(m.stream);
@@ -1064,11 +1118,11 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   inst.calls++;
 
   // Later users of these shared variables on other streams wait for this call.
+  // (recorded lazily by the next user on another stream: no event call per step).
   for (CudaMirror* mir : m.mirrors) {
     if (!mir) continue;
-    if (!mir->last_event) mir->last_event = rt.create_event();
-    rt.record_event(mir->last_event, m.stream);
     mir->last_stream = m.stream;
+    mir->event_stale = true;
   }
   // Updated shared variables now live on the device only.
   for (const auto& [s, v] : m.plan.updates) {
@@ -1078,23 +1132,45 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     m.mirrors[static_cast<std::size_t>(s)]->set_device_valid();
   }
 
-  // Outputs (contiguous by construction) come back to fresh host tensors.
-  std::vector<Tensor> results;
-  for (int o : m.plan.outputs) {
-    const Value& ov = m.val(o);
-    if (ov.place == Place::Host) {
-      results.push_back(m.host[static_cast<std::size_t>(o)].clone());
-      continue;
-    }
-    Tensor t = Tensor::empty(m.shapes[static_cast<std::size_t>(o)], m.dtype(o));
-    std::size_t n = m.nbytes(o);
-    if (n) rt.memcpy_d2h(t.raw_data(), m.pointer(inst, o), n, m.stream);
-    results.push_back(std::move(t));
+  const auto t_launched = prof_now(m.profile);
+  // Outputs (contiguous by construction) come back through one pinned staging block: a
+  // device-to-pageable copy is synchronous and staged by the driver, ~10 us even for a scalar.
+  std::vector<Tensor> results(m.plan.outputs.size());
+  std::size_t staged = m.plan.any_checks ? 8 : 0;
+  for (int o : m.plan.outputs)
+    if (m.val(o).place != Place::Host) staged += (m.nbytes(o) + 15) / 16 * 16;
+  if (staged > m.out_pinned_bytes) {
+    if (m.out_pinned) rt.host_free(m.out_pinned);
+    m.out_pinned = nullptr;
+    m.out_pinned = rt.host_alloc(staged);
+    m.out_pinned_bytes = staged;
+  }
+  char* const pinned = static_cast<char*>(m.out_pinned);
+  std::size_t off = m.plan.any_checks ? 8 : 0;
+  for (std::size_t k = 0; k < m.plan.outputs.size(); ++k) {
+    const int o = m.plan.outputs[k];
+    if (m.val(o).place == Place::Host) continue;
+    const std::size_t n = m.nbytes(o);
+    if (n) rt.memcpy_d2h(pinned + off, m.pointer(inst, o), n, m.stream);
+    off += (n + 15) / 16 * 16;
   }
   if (!m.plan.outputs.empty() || m.plan.any_checks) {
     int err = 0;
-    if (m.plan.any_checks) rt.memcpy_d2h(&err, m.err_dev.get(), sizeof err, m.stream);
+    if (m.plan.any_checks) rt.memcpy_d2h(pinned, m.err_dev.get(), sizeof err, m.stream);
     rt.synchronize(m.stream);
+    if (m.plan.any_checks) std::memcpy(&err, pinned, sizeof err);
+    off = m.plan.any_checks ? 8 : 0;
+    for (std::size_t k = 0; k < m.plan.outputs.size(); ++k) {
+      const int o = m.plan.outputs[k];
+      if (m.val(o).place == Place::Host) {
+        results[k] = m.host[static_cast<std::size_t>(o)].clone();
+        continue;
+      }
+      const std::size_t n = m.nbytes(o);
+      results[k] = Tensor::empty(m.shapes[static_cast<std::size_t>(o)], m.dtype(o));
+      if (n) std::memcpy(results[k].raw_data(), pinned + off, n);
+      off += (n + 15) / 16 * 16;
+    }
     if (err) {
       rt.memset_d(m.err_dev.get(), 0, 8, m.stream);
       std::string who;
@@ -1105,6 +1181,15 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
           "negative or not below the number of classes), in one of:" +
           who);
     }
+  }
+  // Only steady-state calls (memoized state, graph replayed) count: the first calls build.
+  if (m.profile && hit && inst.graph) {
+    const auto t_end = prof_now(true);
+    m.prof_ns[0] += ns_between(t_begin, t_prepared);
+    m.prof_ns[1] += ns_between(t_prepared, t_uploaded);
+    m.prof_ns[2] += ns_between(t_uploaded, t_launched);
+    m.prof_ns[3] += ns_between(t_launched, t_end);
+    m.prof_calls++;
   }
   return results;
 }

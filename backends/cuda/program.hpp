@@ -26,9 +26,11 @@ class CudaMirror : public DeviceMirror {
   void* data() const { return buffer_.get(); }
   bool device_valid() const { return device_valid_; }
   void set_device_valid() { device_valid_ = true; }
-  // The last stream that used this buffer and an event recorded after that use.
+  // The last stream that used this buffer and an event for ordering after that use.
   Stream last_stream = nullptr;
   Event last_event = nullptr;
+  // last_event was not yet recorded after last_stream's latest use (done on demand).
+  bool event_stale = false;
 
  private:
   Runtime& rt_;

@@ -130,6 +130,7 @@ struct GenOptions {
   double p_model = 0.25;  // softmax-regression training step (grad, stabilize, gemm)
   double p_sgd = 0.2;     // w <- w - lr * dot(X.T, G) without grad
   double p_grad = 0.15;   // gradient of a random smooth scalar
+  double p_alias = 0.12;  // w <- f(w, a view of w reading other positions)
   double p_big = 0.12;    // one large dimension (vector-loop tails, thread splits)
 
   // THEA_FUZZ_MAX_OPS overrides max_ops (bigger graphs for long hunting runs); the
@@ -294,6 +295,7 @@ class Generator {
     }
     if (rng_.chance(opt_.p_model)) guarded([&] { model_step(); });
     if (rng_.chance(opt_.p_sgd)) guarded([&] { sgd_update(); });
+    if (rng_.chance(opt_.p_alias)) guarded([&] { aliased_update(); });
     const int n_ops = rng_.irange(opt_.min_ops, opt_.max_ops);
     for (int i = 0; i < n_ops; ++i) guarded([&] { random_op(); });
     if (rng_.chance(opt_.p_grad)) guarded([&] { random_grad(); });
@@ -2064,6 +2066,56 @@ class Generator {
     }
   }
 
+  // w <- f(w, view of w) where the view reads other positions than the one written
+  // (transpose, reversed rows, a broadcast row, a shifted copy, a reduction): a backend
+  // that updates w in place inside the loop that reads the view computes garbage.
+  void aliased_update() {
+    const Dtype dt = random_float();
+    const std::int64_t n = rng_.pick<std::int64_t>({2, 3, 4, 7, 17});
+    const std::int64_t m = rng_.chance(0.5) ? n : rng_.pick<std::int64_t>({2, 3, 5});
+    Val w = new_leaf(dt, {n, m}, std::pair{-1.0, 1.0}, LeafKind::Shared);
+    w.stable = w.exact = false;
+    push(w).uses++;
+    Variable view;
+    switch (rng_.irange(0, 5)) {
+      case 0:
+        if (n != m) return;
+        view = rng_.chance(0.5) ? w.var.T() : transpose(w.var);
+        break;
+      case 1:
+        view = subtensor(w.var, {Slice(std::nullopt, std::nullopt, Variable(-1))});
+        break;
+      case 2:
+        view = subtensor(w.var, {Slice(), Slice(std::nullopt, std::nullopt, Variable(-1))});
+        break;
+      case 3:  // row 0 (a static-1 row) broadcast over all rows
+        view = subtensor(w.var, {Slice(Variable(0), Variable(1))});
+        break;
+      case 4:  // rows shifted by one
+        view = concatenate({subtensor(w.var, {Slice(Variable(1), std::nullopt)}),
+                            subtensor(w.var, {Slice(std::nullopt, Variable(1))})},
+                           0);
+        break;
+      default:
+        view = mean(w.var, 0, /*keepdims=*/true);
+        break;
+    }
+    Variable value;
+    if (rng_.chance(0.5))
+      value = clip(add(mul(Variable(0.5), w.var), view), Variable(-1.0), Variable(1.0));
+    else
+      value = tanh(sub(view, mul(w.var, Variable(0.25))));
+    if (value.dtype() != dt) value = cast(value, dt);
+    c_.updates.push_back({w.var, value});
+    updated_.insert(w.var.node().get());
+    c_.features.push_back("aliased_update");
+    if (rng_.chance(0.3)) {
+      c_.outputs.push_back(view);
+      c_.output_shapes.push_back(view.type().shape);  // static: w's and the bounds are
+      c_.output_mags.push_back(1);
+    }
+  }
+
   // d sum(v) / d leaves for a smooth value v.
   void random_grad() {
     auto vo = pick([](const Val& v) {
@@ -2536,21 +2588,35 @@ inline Outcome compare_runs(const FuzzCase& c, RunResult a, RunResult b,
       if (what.empty()) what = r->label + ": " + p;
   if (what.empty()) {
     const auto [out_f32, shared_f32] = detail::float32_precision(c);
+    // The first difference in full; the other differing values of the first bad call by
+    // name (which outputs agree narrows a bug down as much as which differ).
+    std::vector<std::string> others;
     for (int call = 0; call < c.calls && what.empty(); ++call) {
       const CallRecord& x = out.a.calls[call];
       const CallRecord& y = out.b.calls[call];
-      for (std::size_t i = 0; i < x.outputs.size() && what.empty(); ++i) {
+      auto note = [&](std::string line) {
+        if (what.empty())
+          what = std::move(line);
+        else
+          others.push_back(std::move(line));
+      };
+      for (std::size_t i = 0; i < x.outputs.size(); ++i) {
         std::string d = detail::compare_tensors(x.outputs[i], y.outputs[i], tol, out_f32[i]);
         if (!d.empty())
-          what = "call " + std::to_string(call) + ", output " + std::to_string(i) + " (" +
-                 c.outputs[i].describe() + "): " + d;
+          note("call " + std::to_string(call) + ", output " + std::to_string(i) + " (" +
+               c.outputs[i].describe() + ")" + (what.empty() ? ": " + d : std::string()));
       }
-      for (std::size_t i = 0; i < x.shared.size() && what.empty(); ++i) {
+      for (std::size_t i = 0; i < x.shared.size(); ++i) {
         std::string d = detail::compare_tensors(x.shared[i], y.shared[i], tol, shared_f32[i]);
         if (!d.empty())
-          what = "after call " + std::to_string(call) + ", shared variable " + c.shared[i].name() +
-                 ": " + d;
+          note("after call " + std::to_string(call) + ", shared variable " + c.shared[i].name() +
+               (what.empty() ? ": " + d : std::string()));
       }
+    }
+    if (!others.empty()) {
+      what += "\n  also differ:";
+      for (std::size_t k = 0; k < others.size() && k < 12; ++k) what += "\n    " + others[k];
+      if (others.size() > 12) what += "\n    ... " + std::to_string(others.size() - 12) + " more";
     }
   }
   if (what.empty()) return out;

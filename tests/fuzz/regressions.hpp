@@ -61,6 +61,24 @@ inline std::vector<RegressionCase> regression_cases() {
                          {x, y}, {sub(x, neg(y)), add(x, neg(y)), add(neg(y), x)}, {{3}, {3}, {3}},
                          {{i64({0, 5, -3}), u8({8, 0, 200})}, {i64({7, -1, 2}), u8({1, 255, 9})}});
                    }});
+  // Found as seed 568 on the cpu backend: mean(x) of an int32 vector (a float64 result)
+  // gave 4.611686018e+18 instead of -2.5. With its neighbours: other reductions of int32
+  // and int64 inputs, whole and along an axis.
+  cases.push_back(
+      {"reductions of int32 inputs (mean -> float64, sum -> int64)", [] {
+         Variable x = tensor(Dtype::Int32, 1, "x");
+         Variable m = tensor(Dtype::Int32, 2, "m");
+         Variable l = tensor(Dtype::Int64, 1, "l");
+         auto i32 = [](std::vector<std::int32_t> v, Shape s = {}) {
+           return Tensor::from_vector(v, s);
+         };
+         auto i64 = [](std::vector<std::int64_t> v) { return Tensor::from_vector(v); };
+         return hand_case(
+             {x, m, l}, {mean(x), sum(x), max(x), prod(x), mean(m, 0), sum(m, 1), mean(l), mean(m)},
+             {{}, {}, {}, {}, {3}, {2}, {}, {}},
+             {{i32({-4, -4, 3, -5}), i32({1, 2, 3, -4, 5, -6}, {2, 3}), i64({7, -2})},
+              {i32({4, 3, 3, 4}), i32({0, 0, 9, 9, -9, 1}, {2, 3}), i64({1, 1})}});
+       }});
   return cases;
 }
 
