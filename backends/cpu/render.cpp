@@ -190,8 +190,8 @@ class LoopRenderer {
             << " + " << i << ") * 8, sizeof v);\n";
         os_ << "    f" << f << " = " << combine(e, "f" + std::to_string(f), "v") << ";\n";
         os_ << "  }\n";
-        os_ << "  const " << c_type(e.dtype) << " e" << f << " = (" << c_type(e.dtype) << ")f" << f
-            << ";\n";
+        os_ << "  const " << c_type(e.dtype) << " e" << f << " = "
+            << acc_value(e, "f" + std::to_string(f)) << ";\n";
       }
       for (std::size_t i = 0; i < lk_.exprs.size(); ++i) {
         const Expr& e = lk_.exprs[i];
@@ -258,6 +258,14 @@ class LoopRenderer {
     if (e.kind == ExprKind::Reduce && (e.reduce == ReduceKind::Sum || e.reduce == ReduceKind::Prod))
       return is_float(e.accum) ? "double" : "uint64_t";
     return c_type(lk_.exprs[e.args[0]].dtype);
+  }
+  // The accumulator converted to the reduction's dtype. Integer sums wrap in uint64_t (no
+  // signed-overflow UB) but hold int64 values: read back through int64_t, or -10 becomes 1.8e19.
+  std::string acc_value(const Expr& e, const std::string& acc) {
+    const std::string t = c_type(e.dtype);
+    if (e.kind == ExprKind::Reduce && acc_type(e) == "uint64_t")
+      return "(" + t + ")(int64_t)" + acc;
+    return "(" + t + ")" + acc;
   }
   std::string acc_init(const Expr& e) {
     const Dtype in = lk_.exprs[e.args[0]].dtype;
@@ -336,7 +344,7 @@ class LoopRenderer {
       }
       case ExprKind::Reduce:
       case ExprKind::ArgReduce:
-        os_ << "(" << t << ")a" << i;
+        os_ << acc_value(e, "a" + std::to_string(i));
         break;
     }
     os_ << ";\n";
@@ -548,8 +556,8 @@ class LoopRenderer {
         os_ << ind << "const " << acc_type(e) << " a" << i << "s = "
             << combine(e, combine(e, a + "[0]", a + "[1]"), combine(e, a + "[2]", a + "[3]"))
             << ";\n";
-        os_ << ind << "const " << c_type(e.dtype) << " e" << i << " = (" << c_type(e.dtype) << ")a"
-            << i << "s;\n";
+        os_ << ind << "const " << c_type(e.dtype) << " e" << i << " = "
+            << acc_value(e, "a" + std::to_string(i) + "s") << ";\n";
       } else {
         emit_expr(i, ind);
       }
