@@ -12,9 +12,9 @@
 #include "cuda/dnn.hpp"
 #include "thea/error.hpp"
 #include "thea/op.hpp"
-#include "thea/rewrite.hpp"
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
+#include "thea/rewrite.hpp"
 
 namespace thea::cuda {
 namespace {

@@ -15,6 +15,6 @@ int main() {
   Tensor xb = Tensor::zeros({128, 784}, Dtype::Float32);  // host ndarray
   Tensor yb = Tensor::zeros({128, 10}, Dtype::Float32);
   float c = train({xb, yb})[0].item<float>();
-  Tensor labels = predict({xb})[0];                        // int64, shape (128)
+  Tensor labels = predict({xb})[0];  // int64, shape (128)
   Tensor w_now = w.get_value();
 }

@@ -13,11 +13,41 @@ namespace thea {
 
 enum class ScalarOp : std::uint8_t {
   // unary
-  Neg, Abs, Sign, Exp, Log, Log1p, Sqrt, Sqr, Inv, Tanh, Sigmoid, Softplus, Not, Identity, Cast,
+  Neg,
+  Abs,
+  Sign,
+  Exp,
+  Log,
+  Log1p,
+  Sqrt,
+  Sqr,
+  Inv,
+  Tanh,
+  Sigmoid,
+  Softplus,
+  Not,
+  Identity,
+  Cast,
   // binary
-  Add, Sub, Mul, Div, Pow, Maximum, Minimum, Lt, Le, Gt, Ge, Eq, Ne, And, Or, Second,
+  Add,
+  Sub,
+  Mul,
+  Div,
+  Pow,
+  Maximum,
+  Minimum,
+  Lt,
+  Le,
+  Gt,
+  Ge,
+  Eq,
+  Ne,
+  And,
+  Or,
+  Second,
   // ternary
-  Switch, Clip,
+  Switch,
+  Clip,
   Count_
 };
 
