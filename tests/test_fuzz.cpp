@@ -34,6 +34,21 @@ std::uint64_t seed_count() { return fuzz::env_u64("THEA_FUZZ_COUNT", kDefaultCou
 double budget_seconds() { return static_cast<double>(fuzz::env_u64("THEA_FUZZ_BUDGET_S", 120)); }
 // THEA_FUZZ_BRIEF=1: one line per mismatch (triaging many seeds at once).
 bool brief() { return fuzz::env_u64("THEA_FUZZ_BRIEF", 0) != 0; }
+// THEA_FUZZ_SHRINK=1: also print each failing case reduced to the outputs and updates that
+// still differ.
+bool shrink() { return fuzz::env_u64("THEA_FUZZ_SHRINK", 0) != 0; }
+
+// The failure message for case `c` under (a, b), shrunk when THEA_FUZZ_SHRINK is set.
+std::string failure_text(const FuzzCase& c, const Outcome& o, const FunctionOptions& a,
+                         const FunctionOptions& b) {
+  std::string text = brief() ? o.message.substr(0, o.message.find("\nfuzz case")) : o.message;
+  if (!shrink()) return text;
+  const FuzzCase small =
+      fuzz::shrink_case(c, [&](const FuzzCase& t) { return !fuzz::compare_case(t, a, b).ok; });
+  return text + "\n--- shrunk to " + std::to_string(small.outputs.size()) + " outputs and " +
+         std::to_string(small.updates.size()) + " updates:\n" +
+         fuzz::compare_case(small, a, b).message;
+}
 
 FunctionOptions opts(const std::string& backend, std::vector<std::string> exclude = {}) {
   FunctionOptions o;
@@ -114,7 +129,10 @@ LoopStats run_seeds(std::uint64_t first, std::uint64_t count, Compare&& compare)
 
 std::string seeds_str(const std::vector<std::uint64_t>& seeds) {
   std::string s;
-  for (std::uint64_t x : seeds) s += (s.empty() ? "" : " ") + std::to_string(x);
+  for (std::uint64_t x : seeds) {
+    if (!s.empty()) s += ' ';
+    s += std::to_string(x);
+  }
   return s;
 }
 
@@ -351,10 +369,7 @@ LoopStats run_backend_seeds(const std::string& name, std::uint64_t first, std::u
         const Outcome single = fuzz::compare_case(c, a, b);
         if (single.ok) continue;
         st.failed.push_back(c.seed);
-        if (brief())
-          FAIL_CHECK(single.message.substr(0, single.message.find("\nfuzz case")));
-        else if (st.failed.size() <= 3)
-          FAIL_CHECK(single.message);
+        if (brief() || shrink() || st.failed.size() <= 3) FAIL_CHECK(failure_text(c, single, a, b));
       }
       if (std::all_of(cases.begin(), cases.end(), [&](const FuzzCase& c) {
             return std::find(st.failed.begin(), st.failed.end(), c.seed) == st.failed.end();
@@ -412,7 +427,9 @@ TEST_CASE("fuzz: regression seeds") {
     }
     CAPTURE(r.seed);
     CAPTURE(r.note);
-    const FuzzCase c = fuzz::make_case(r.seed);
+    fuzz::GenOptions gen;
+    gen.max_ops = r.max_ops;
+    const FuzzCase c = fuzz::make_case(r.seed, gen);
     const FunctionOptions plain = opts("reference", fuzz::rewrite_tags());
     Outcome o = fuzz::compare_case(c, opts("reference"), plain);
     CHECK_MESSAGE(o.ok, o.message);

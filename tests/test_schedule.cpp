@@ -156,6 +156,27 @@ TEST_CASE("the MNIST train step: gemm, one fused loop, in-place gemm update") {
   CHECK(b.plan.buffers[b.s.outputs[0]].placement == Placement::Output);
   // The batch size is one run-time symbol shared by X, Y and the logits.
   CHECK(b.s.num_syms == 1);
+  // All three may run as one pass over the rows of X.
+  REQUIRE(b.s.row_chains.size() == 1);
+  CHECK(b.s.row_chains[0].gemm == 0);
+  CHECK(b.s.row_chains[0].loop == 1);
+  CHECK(b.s.row_chains[0].reduce_gemm == 2);
+}
+
+TEST_CASE("row chains: a product with a row loop on its rows; not when the loop crosses rows") {
+  auto X = fmatrix("X");
+  auto w = shared(Tensor::zeros({784, 10}), "w");
+  Built pred = build({X}, {argmax(dot(X, w), 1)});
+  REQUIRE(pred.s.row_chains.size() == 1);
+  CHECK(pred.s.row_chains[0].gemm == 0);
+  CHECK(pred.s.row_chains[0].loop == 1);
+  CHECK(pred.s.row_chains[0].reduce_gemm == -1);
+  // Columns of the product (a reduction over its rows) need every part's rows first.
+  Built cols = build({X}, {argmax(dot(X, w), 0)});
+  CHECK(cols.s.row_chains.empty());
+  // The transposed product's rows are not the loop's rows either.
+  Built trans = build({X}, {nnet::softmax(dot(X, w).T())});
+  CHECK(trans.s.row_chains.empty());
 }
 
 TEST_CASE("without fusion every node is its own kernel") {
@@ -209,5 +230,45 @@ TEST_CASE("arena layout: dead temporaries share memory, live ones never overlap"
       if (p.placement != Placement::Arena || q.placement != Placement::Arena) continue;
       bool overlap_time = !(p.last < q.first || q.last < p.first);
       if (overlap_time) CHECK(lay.offset[i] != lay.offset[j]);
+    }
+}
+
+TEST_CASE("a value is fused only where it is computed once per point of its loop level") {
+  // mul(w, 2) is (1, 2); add(w, e) is (?, 1, 2): in one loop over (?, 1, 2) the product would
+  // be computed once per row of e, and never when e has no rows.
+  auto w = shared(Tensor::zeros({1, 2}), "w");
+  auto e = tensor(Dtype::Float32, Shape{kUnknownDim, 1, 2}, "e");
+  Built b = build({e}, {add(w, e), mul(w, 2.0)});
+  REQUIRE(b.s.kernels.size() == 2);
+  for (const Kernel& k : b.s.kernels) CHECK(k.nodes.size() == 1);
+  // After a row reduction, per-row values join the loop; a value varying along only part of
+  // the reduced axes does not.
+  auto x = fmatrix("x");
+  Built rows = build({x}, {x / sum(x, 1, true) + 1.0});
+  CHECK(rows.s.kernels.size() == 1);
+}
+
+TEST_CASE("row chains: independent kernels between the members move before the product") {
+  // The resident-data training step: the slice of trY is scheduled between the forward
+  // product and the loop that reads it.
+  auto trX = shared(Tensor::zeros({256, 784}), "trX");
+  auto trY = shared(Tensor::zeros({256, 10}), "trY");
+  auto w = shared(Tensor::zeros({784, 10}), "w");
+  auto i = lscalar("i");
+  auto X = subtensor(trX, {Slice(i * 128, (i + 1) * 128)});
+  auto Y = subtensor(trY, {Slice(i * 128, (i + 1) * 128)});
+  auto cost = mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, w)), Y));
+  Built b = build({i}, {cost}, {{w, w - grad(cost, w) * 0.05}});
+  REQUIRE(b.s.row_chains.size() == 1);
+  const RowChain& c = b.s.row_chains[0];
+  CHECK(c.loop == c.gemm + 1);
+  CHECK(c.reduce_gemm == c.gemm + 2);
+  CHECK(b.s.kernels[c.gemm].gemm.a == b.s.kernels[c.reduce_gemm].gemm.a);
+  // Every kernel still runs after the kernels it reads from.
+  for (std::size_t k = 0; k < b.s.kernels.size(); ++k)
+    for (int r : b.s.kernels[k].reads) {
+      int root = r;
+      while (b.s.buffers[root].kind == BufferKind::View) root = b.s.buffers[root].base;
+      CHECK(b.s.buffers[root].producer < static_cast<int>(k));
     }
 }

@@ -88,7 +88,7 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
     if (!c.fn.empty()) fns_[k].fn = reinterpret_cast<PartFn>(library_->symbol(c.fn));
     if (!c.finish.empty()) fns_[k].finish = reinterpret_cast<FinishFn>(library_->symbol(c.finish));
     if (!c.prep.empty()) fns_[k].prep = reinterpret_cast<PrepFn>(library_->symbol(c.prep));
-    if (c.scratch_bytes > 0)
+    if (c.scratch_bytes > 0 && c.launch != Launch::Chain)
       scratch_[k] = std::make_shared<Storage>(static_cast<std::size_t>(c.scratch_bytes));
   }
   std::unordered_set<const Node*> seen;
@@ -110,10 +110,21 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
     profile_->compile_seconds = info_.seconds;
     profile_->cache_hit = info_.cache_hit;
     profile_->threads = pool_->threads();
-    for (const Kernel& k : schedule_.kernels) {
+    std::size_t chain_head = 0;
+    for (std::size_t k = 0; k < schedule_.kernels.size(); ++k) {
+      if (rendered_.kernels[k].launch == Launch::Chain) chain_head = k;
       KernelStats st;
-      st.name = k.name;
-      for (const NodePtr& n : k.nodes) st.what += (st.what.empty() ? "" : " ") + n->op->str();
+      st.name = schedule_.kernels[k].name;
+      for (const NodePtr& n : schedule_.kernels[k].nodes)
+        st.what += (st.what.empty() ? "" : " ") + n->op->str();
+      if (rendered_.kernels[k].launch == Launch::Absorbed) {
+        // Timed with the chain's head: its line names the members.
+        KernelStats& head = profile_->kernels[chain_head];
+        head.name += "+" + st.name.substr(0, st.name.find('_'));
+        head.what += " | " + st.what;
+        st.name = "(" + st.name + ": in the chain above)";
+        st.what.clear();
+      }
       profile_->kernels.push_back(st);
     }
   }
@@ -213,7 +224,8 @@ void CpuProgram::plan_shapes(const std::vector<Tensor>& inputs) {
     }
   }
   // Bind the symbols and check every assumption the kernels were specialised on.
-  dims_.assign(schedule_.num_syms, -1);
+  // After the symbols: per row chain, the rows after its A operand (set every call).
+  dims_.assign(schedule_.num_syms + schedule_.row_chains.size(), 0);
   for (int s = 0; s < schedule_.num_syms; ++s) {
     const auto& [node, axis] = schedule_.sym_sources[s];
     dims_[s] = shapes.at(node.get())[axis];
@@ -292,8 +304,14 @@ void CpuProgram::plan_shapes(const std::vector<Tensor>& inputs) {
       if (kr.loop.domain.empty()) parts = 1;
       partial_bytes = std::max(partial_bytes, static_cast<std::size_t>(parts) *
                                                   static_cast<std::size_t>(code.finals) * 8);
+    } else if (code.launch == Launch::Chain && code.chain_reduces) {
+      // Every part sums its own share of the reducing product: a fixed number of parts per
+      // row count (not per thread count) keeps results identical across thread counts. Two
+      // parts of 64 rows for the tutorial's minibatch of 128.
+      const std::int64_t m = dim_value(kr.gemm.m, dims_);
+      parts = clamp_parts(m / 64, 8);
     } else if (code.launch == Launch::GemmRows || code.launch == Launch::Blas ||
-               code.launch == Launch::GemmTN) {
+               code.launch == Launch::GemmTN || code.launch == Launch::Chain) {
       const GemmKernel& g = kr.gemm;
       const std::int64_t m = dim_value(g.m, dims_), n = dim_value(g.n, dims_),
                          kk = dim_value(g.k, dims_);
@@ -303,6 +321,11 @@ void CpuProgram::plan_shapes(const std::vector<Tensor>& inputs) {
       parts = flops < 400000 ? 1 : clamp_parts(std::min<std::int64_t>(units, flops / 250000), 32);
     }
     nparts_[k] = parts;
+    if (code.launch == Launch::Chain) {
+      const auto bytes = static_cast<std::size_t>(chain_scratch_bytes(code, parts));
+      if (!scratch_[k] || scratch_[k]->nbytes() < bytes)
+        scratch_[k] = std::make_shared<Storage>(std::max<std::size_t>(bytes, 64));
+    }
   }
   if (partials_.size() < partial_bytes) partials_.resize(partial_bytes);
   signature_.resize(inputs.size());
@@ -507,6 +530,16 @@ void CpuProgram::run_kernel(std::size_t k) {
       launch(k, launch_part, &ctx);
       break;
     }
+    case Launch::Chain: {
+      void* S = scratch_[k]->data();
+      if (f.prep) f.prep(ptrs_.data(), dims_.data(), S);
+      LaunchCtx ctx{f.fn, ptrs_.data(), dims_.data(), S, nparts_[k]};
+      launch(k, launch_part, &ctx);
+      f.finish(ptrs_.data(), dims_.data(), S, nparts_[k]);
+      break;
+    }
+    case Launch::Absorbed:
+      break;
     case Launch::Blas:
       run_blas(k);
       break;
@@ -538,6 +571,8 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
   bool same = planned_ && !has_value_shapes_ && signature_.size() == inputs.size();
   for (std::size_t i = 0; same && i < inputs.size(); ++i) same = signature_[i] == inputs[i].shape();
   if (!same) plan_shapes(inputs);
+
+  set_rows_ahead();
 
   const std::size_t nb = schedule_.buffers.size();
   for (std::size_t b = 0; b < nb; ++b) {
@@ -581,6 +616,7 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
   }
   // The generated code indexes P by root buffer id; in-place values alias their targets.
   for (std::size_t k = 0; k < schedule_.kernels.size(); ++k) {
+    if (rendered_.kernels[k].launch == Launch::Absorbed) continue;
     if (profile_) {
       const double t0 = now_seconds();
       run_kernel(k);
@@ -639,6 +675,37 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
   return results;
 }
 
+// A minibatch passed as a slice of a larger array (the tutorial's trX[start:end]) is usually
+// followed by the next one: a chain prefetches the rows that follow its A operand in the same
+// storage, as many as exist. Anything else (a standalone tensor) has none to prefetch.
+void CpuProgram::set_rows_ahead() {
+  // THEA_CPU_PREFETCH=0 turns it off (minibatches drawn in random order gain nothing).
+  static const bool enabled = [] {
+    const char* v = std::getenv("THEA_CPU_PREFETCH");
+    return !(v && std::string(v) == "0");
+  }();
+  for (const KernelCode& c : rendered_.kernels) {
+    if (c.chain_prefetch_slot < 0) continue;
+    const Kernel& head = schedule_.kernels[&c - rendered_.kernels.data()];
+    const Buffer& a = schedule_.buffers[head.gemm.a];
+    std::int64_t rows = 0;
+    if (enabled && a.kind == BufferKind::Input) {
+      const Tensor& t = *input_refs_[a.input];
+      const std::int64_t row = t.ndim() == 2 ? t.shape()[1] : 0;
+      const std::int64_t elems =
+          static_cast<std::int64_t>(t.storage()->nbytes() / dtype_size(t.dtype()));
+      if (row > 0) rows = std::max<std::int64_t>(0, elems - t.offset() - t.numel()) / row;
+    }
+    dims_[c.chain_prefetch_slot] = rows;
+  }
+}
+
+std::size_t CpuProgram::kernel_count() const {
+  std::size_t n = 0;
+  for (const KernelCode& c : rendered_.kernels) n += c.launch == Launch::Absorbed ? 0 : 1;
+  return n;
+}
+
 std::string CpuProgram::describe() const {
   std::ostringstream os;
   for (std::size_t k = 0; k < schedule_.kernels.size(); ++k) {
@@ -648,6 +715,8 @@ std::string CpuProgram::describe() const {
                       : c.launch == Launch::GemmRows ? "generated gemm"
                       : c.launch == Launch::GemmTN   ? "generated gemm (A^T)"
                       : c.launch == Launch::Blas     ? "OpenBLAS gemm"
+                      : c.launch == Launch::Chain    ? "row chain: gemm, then loop on its rows"
+                      : c.launch == Launch::Absorbed ? "in the row chain above"
                                                      : "host perform()";
     os << "  " << k << ": " << kr.name << " [" << how << "]:";
     for (const NodePtr& n : kr.nodes) os << " " << n->op->str();

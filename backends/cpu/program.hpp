@@ -30,7 +30,8 @@ class CpuProgram : public Program {
   CpuProgram(const FunctionGraph& fg, sched::Schedule schedule, sched::MemPlan plan,
              Rendered rendered, std::shared_ptr<SharedLibrary> library, CompileInfo info);
   std::vector<Tensor> run(const std::vector<Tensor>& inputs) override;
-  std::size_t kernel_count() const override { return schedule_.kernels.size(); }
+  // Launches per call: a row chain's members count once.
+  std::size_t kernel_count() const override;
   std::string describe() const override;
 
   const sched::Schedule& schedule() const { return schedule_; }
@@ -50,6 +51,7 @@ class CpuProgram : public Program {
   void evaluate_values(const std::vector<Tensor>& inputs);
   Tensor buffer_tensor(int b);
   void run_kernel(std::size_t k);
+  void set_rows_ahead();
   void run_blas(std::size_t k);
   void run_host(std::size_t k);
 

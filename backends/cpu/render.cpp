@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -718,7 +719,110 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
   return code;
 }
 
+std::int64_t align64(std::int64_t n) { return (n + 63) / 64 * 64; }
+
+// The offsets of chain_scratch_bytes' layout, as generated code computing them from nparts.
+std::string loop_offset_code(const KernelCode& head) {
+  return "INT64_C(" + std::to_string(align64(head.scratch_bytes)) + ")";
+}
+std::string part_offset_code(const KernelCode& head) {
+  return "(" + loop_offset_code(head) + " + ((int64_t)nparts * " + std::to_string(head.finals) +
+         " * 8 + 63) / 64 * 64)";
+}
+
+// Renders a RowChain as one part function and one finish over the members' code: each part
+// runs the head product on its rows, then the loop on the same rows, then (when the chain
+// reduces) its share of Aᵀ·D into a private partial; the finish combines the loop's partials
+// and the parts' products in part order. Returns false (members keep their own launches)
+// when the members were not rendered as generated row products.
+bool render_chain(const Schedule& s, const RowChain& c, int prefetch_slot,
+                  std::vector<KernelCode>& codes, std::ostringstream& os) {
+  KernelCode& head = codes[c.gemm];
+  KernelCode& loop = codes[c.loop];
+  if (head.launch != Launch::GemmRows || loop.launch != Launch::Loop) return false;
+  const bool reduces = c.reduce_gemm >= 0 && codes[c.reduce_gemm].launch == Launch::GemmTN;
+  const GemmKernel& g = s.kernels[c.gemm].gemm;
+  const std::string name = s.kernels[c.gemm].name + "_chain";
+  std::set<int> syms;
+  for (const Dim& d : {g.m, g.n, g.k})
+    if (!d.is_static()) syms.insert(d.sym);
+  std::string prologue;
+  for (int sy : syms)
+    prologue += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
+  prologue += "  (void)D;\n";
+  KernelCode chain = head;
+  chain.launch = Launch::Chain;
+  chain.fn = name;
+  chain.finish = name + "_finish";
+  chain.finals = loop.finals;
+  chain.chain_reduces = reduces;
+  os << "extern \"C\" void " << chain.fn
+     << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
+     << "  " << head.fn << "(P, D, S, part, nparts);\n"
+     << "  " << loop.fn << "(P, D, (unsigned char*)S + " << loop_offset_code(chain)
+     << ", part, nparts);\n";
+  if (reduces) {
+    const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
+    const char* T = c_type(t.dtype);
+    const std::int64_t km = t.m.size, kn = t.n.size;  // static: rendered as GemmTN
+    chain.chain_part_bytes = km * kn * static_cast<std::int64_t>(dtype_size(t.dtype));
+    const std::string lda = dim_code(g.k), ldd = dim_code(t.n);
+    os << prologue << "  const int64_t m = " << dim_code(g.m) << ";\n"
+       << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
+       << "  " << T << "* mine = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
+       << ") + (int64_t)part * " << km * kn << ";\n"
+       << "  const " << T << "* a = (const " << T << "*)P[" << root_of(s, t.a) << "];\n"
+       << "  // The rows after A in its array (D[" << prefetch_slot
+       << "] of them): the next minibatch.\n"
+       << "  const int64_t ahead = D[" << prefetch_slot << "] - i0;\n"
+       << "  thea_k::gemm_tn_smalln<" << T << ", " << km << ", " << kn << ">(0, " << km
+       << ", i1 - i0, a + i0 * " << lda << ", " << lda << ", (const " << T << "*)P["
+       << root_of(s, t.b) << "] + i0 * " << ldd << ", " << ldd << ", mine, " << kn << ", (" << T
+       << ")1, (" << T << ")0, a + (m + i0) * " << lda << ", ahead > 0 ? ahead : 0);\n";
+    chain.chain_prefetch_slot = prefetch_slot;
+  }
+  os << "}\n\n";
+  os << "extern \"C\" void " << chain.finish
+     << "(void* const* P, const int64_t* D, void* S, int nparts) {\n";
+  if (!loop.finish.empty())
+    os << "  " << loop.finish << "(P, D, (unsigned char*)S + " << loop_offset_code(chain)
+       << ", nparts);\n";
+  if (reduces) {
+    const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
+    const char* T = c_type(t.dtype);
+    const std::int64_t n = t.m.size * t.n.size;
+    auto scalar = [&](const ScalarArg& a) {
+      if (a.is_const) return literal(a.value, t.dtype);
+      return std::string("((const ") + T + "*)P[" + std::to_string(root_of(s, a.buffer)) + "])[0]";
+    };
+    os << "  " << T << "* sum = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
+       << ");\n"
+       << "  for (int p = 1; p < nparts; ++p) {\n"
+       << "    const " << T << "* x = sum + (int64_t)p * " << n << ";\n"
+       << "    for (int64_t i = 0; i < " << n << "; ++i) sum[i] += x[i];\n"
+       << "  }\n"
+       << "  const " << T << " alpha = " << scalar(t.alpha) << ";\n"
+       << "  " << T << "* out = (" << T << "*)P[" << root_of(s, t.out) << "];\n";
+    if (t.c_in >= 0)
+      os << "  const " << T << " beta = " << scalar(t.beta) << ";\n"
+         << "  const " << T << "* c = (const " << T << "*)P[" << root_of(s, t.c_in) << "];\n"
+         << "  for (int64_t i = 0; i < " << n << "; ++i) out[i] = alpha * sum[i] + beta * c[i];\n";
+    else
+      os << "  for (int64_t i = 0; i < " << n << "; ++i) out[i] = alpha * sum[i];\n";
+  }
+  os << "  (void)P; (void)D; (void)S; (void)nparts;\n}\n\n";
+  head = chain;
+  loop.launch = Launch::Absorbed;
+  if (reduces) codes[c.reduce_gemm].launch = Launch::Absorbed;
+  return true;
+}
+
 }  // namespace
+
+std::int64_t chain_scratch_bytes(const KernelCode& chain, int nparts) {
+  return align64(chain.scratch_bytes) + align64(std::int64_t{nparts} * chain.finals * 8) +
+         std::int64_t{nparts} * chain.chain_part_bytes;
+}
 
 Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
   Rendered out;
@@ -737,6 +841,12 @@ Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
     }
     out.kernels.push_back(code);
   }
+  // Chains read the rows available after their A operand from D, after the symbols.
+  // THEA_CPU_CHAINS=0 launches the members separately (comparisons, debugging).
+  const char* chains_env = std::getenv("THEA_CPU_CHAINS");
+  const bool chains = !(chains_env && std::string(chains_env) == "0");
+  for (std::size_t i = 0; chains && i < s.row_chains.size(); ++i)
+    render_chain(s, s.row_chains[i], s.num_syms + static_cast<int>(i), out.kernels, body);
   if (!any) return out;
   if (!scalar_preamble() || !kernels_preamble())
     throw BackendError(

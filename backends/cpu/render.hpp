@@ -18,6 +18,8 @@ enum class Launch : std::uint8_t {
   GemmTN,    // prep(P, D, S) once, then fn(P, D, S, part, nparts) over lane-chunks of C's rows
   Blas,      // the Program calls OpenBLAS itself (prep still copies C_in when not in place)
   Host,      // the Program runs the op's perform()
+  Chain,     // a sched::RowChain as one launch: prep, fn over parts of the rows, finish
+  Absorbed,  // run inside the launch of the chain that contains it
 };
 
 struct KernelCode {
@@ -26,7 +28,16 @@ struct KernelCode {
   int finals = 0;                  // Loop: final reductions (8-byte partials per part each)
   std::int64_t scratch_bytes = 0;  // Gemm: packed operand scratch
   int lanes = 1;                   // GemmTN: chunk granularity of the parallel split
+  // Chain: the scratch is [head gemm's packed operand | loop partials | per-part products];
+  // the generated code derives the offsets from nparts the same way (chain_scratch_bytes).
+  bool chain_reduces = false;         // the chain ends with the row-reducing product
+  std::int64_t chain_part_bytes = 0;  // bytes of one part's partial product
+  // D[chain_prefetch_slot]: rows of A's array after A (prefetched as the next minibatch).
+  int chain_prefetch_slot = -1;
 };
+
+// Bytes of a chain's scratch for `nparts` parts (layout above, each region 64-byte aligned).
+std::int64_t chain_scratch_bytes(const KernelCode& chain, int nparts);
 
 struct Rendered {
   std::string source;               // empty when no kernel needs generated code

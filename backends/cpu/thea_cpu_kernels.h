@@ -163,17 +163,30 @@ static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t ld
 // keeps N accumulators while streaming all M rows, so the reduction over M (the batch) is
 // sequential and deterministic. C may be the buffer being updated in place (w -= lr X^T G):
 // each C element is read once, right before it is written.
+// `next` (optional): rows of a later operand (the next minibatch of the same array) whose
+// first `next_rows` rows are prefetched into L2 while this product, which reads only cached
+// data, leaves the memory bus idle.
 template <class T, int K, int N>
 static inline void gemm_tn_smalln(int64_t k0, int64_t k1, int64_t M, const T* A, int64_t lda,
-                                  const T* D, int64_t ldd, T* C, int64_t ldc, T alpha, T beta) {
+                                  const T* D, int64_t ldd, T* C, int64_t ldc, T alpha, T beta,
+                                  const T* next = nullptr, int64_t next_rows = 0) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
+  if (next_rows > M) next_rows = M;
   for (int64_t k = k0; k < k1; k += L) {
     const int width = k + L <= k1 ? L : static_cast<int>(k1 - k);
     V acc[N];
     for (int j = 0; j < N; ++j) acc[j] = V{};
     if (width == L) {
-      for (int64_t i = 0; i < M; ++i) {
+      int64_t i = 0;
+      for (; i < next_rows; ++i) {
+        V a = vload<V>(A + i * lda + k);
+        // One cache line per row and chunk when L elements fill a line (every line once).
+        __builtin_prefetch(next + i * lda + k, 0, 2);
+        const T* d = D + i * ldd;
+        for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
+      }
+      for (; i < M; ++i) {
         V a = vload<V>(A + i * lda + k);
         const T* d = D + i * ldd;
         for (int j = 0; j < N; ++j) acc[j] += d[j] * a;

@@ -333,6 +333,7 @@ class Builder {
   bool output_map(const Node& n, std::vector<int>* out);
   bool map_fits(const Node& v, const std::vector<int>& m);
   bool set_inner(const std::vector<bool>& axes);
+  bool covers_its_level(const std::vector<int>& m) const;
   bool lower(const NodePtr& n, const std::vector<int>& m);
   int expr_level_check();
 
@@ -835,9 +836,30 @@ bool Builder::add(const NodePtr& n, bool seed) {
     }
   }
   if (!map_fits(node, m)) return false;
-  if (!lower(n, m)) return false;
+  if (!lower(n, m) || !covers_its_level(m)) return false;  // after lower: it sets inner axes
   g_.nodes.push_back(n);
   return true;
+}
+
+// A value is computed once per point of the loop levels it varies along, so it must vary
+// along every non-unit axis of its level: all of them, all outer ones (a per-row value), or
+// none. Otherwise it would be computed zero times when a skipped axis is empty (a (1, 2)
+// result next to a (0, 1, 2) one), or repeatedly, racing with in-place writes, when not.
+bool Builder::covers_its_level(const std::vector<int>& m) const {
+  const std::vector<bool> v = varies(m, rank());
+  bool any = false, all = true, all_outer = true, any_inner = false;
+  for (int d = 0; d < rank(); ++d) {
+    const Dim& dim = g_.lk.domain[d];
+    if (dim.is_static() && dim.size == 1) continue;
+    any = any || v[d];
+    all = all && v[d];
+    if (g_.inner_set && g_.lk.inner[d])
+      any_inner = any_inner || v[d];
+    else
+      all_outer = all_outer && v[d];
+  }
+  if (!any || all) return true;
+  return g_.inner_set && !any_inner && all_outer;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1285,6 +1307,114 @@ bool try_join(Env& env, const NodePtr& n) {
   return true;
 }
 
+// Whether loop kernel `lk` only works row by row on the rows of product `g`'s output: its
+// outer axis is exactly those rows, every read of the product is at the current row, and it
+// writes nothing the products read.
+bool row_local_epilogue(const Schedule& s, const GemmKernel& g, const Kernel& loop,
+                        const std::vector<int>& product_inputs) {
+  const LoopKernel& lk = loop.loop;
+  if (lk.domain.size() != 2 || lk.inner[0] || !lk.inner[1] || lk.domain[0] != g.m) return false;
+  for (const Access& a : lk.accesses) {
+    const int root = root_of(s, a.buffer);
+    if (root == root_of(s, g.out) && (a.buffer != g.out || a.axis_of != std::vector<int>{0, 1}))
+      return false;
+  }
+  for (int w : loop.writes)
+    for (int b : product_inputs)
+      if (root_of(s, w) == root_of(s, b)) return false;
+  return true;
+}
+
+// Whether kernel `x` reads a buffer whose storage one of `writers` writes.
+bool reads_from(const Schedule& s, const Kernel& x, const std::vector<const Kernel*>& writers) {
+  for (int r : x.reads)
+    for (const Kernel* w : writers)
+      for (int b : w->writes)
+        if (root_of(s, r) == root_of(s, b)) return true;
+  return false;
+}
+
+// Makes the members of would-be row chains adjacent in `order` (kernel ids in execution
+// order): kernels scheduled between a product and the row loop reading it (or between that
+// loop and the product reducing its output), that neither depend on the members nor write
+// what the members read, move to just before the product. The training step with its
+// minibatch sliced on the device (trY's slice lands between the product and the loop) is
+// the case this is for.
+void gather_row_chains(const Schedule& s, std::vector<int>& order) {
+  auto kernel = [&](int pos) -> const Kernel& { return s.kernels[order[pos]]; };
+  for (std::size_t g = 0; g < order.size(); ++g) {
+    if (kernel(g).kind != KernelKind::Gemm || kernel(g).gemm.trans_a) continue;
+    std::vector<const Kernel*> members = {&kernel(g)};
+    std::vector<int> moved, kept = {order[g]};
+    bool found_loop = false;
+    std::size_t p = g + 1;
+    for (; p < order.size(); ++p) {
+      const Kernel& x = kernel(p);
+      const bool is_loop = x.kind == KernelKind::Loop;
+      const bool is_tail = x.kind == KernelKind::Gemm && x.gemm.trans_a;
+      if ((is_loop && !found_loop) || (is_tail && found_loop)) {
+        if (reads_from(s, x, members)) {
+          members.push_back(&x);
+          kept.push_back(order[p]);
+          if (is_tail) break;
+          found_loop = true;
+          continue;
+        }
+      }
+      // Anything else between members: movable before the product when independent of them.
+      bool writes_member_input = false;
+      for (const Kernel* m : members)
+        if (reads_from(s, *m, {&x})) writes_member_input = true;
+      if (reads_from(s, x, members) || writes_member_input) break;
+      moved.push_back(order[p]);
+    }
+    if (!found_loop || moved.empty()) continue;
+    // Later kernels keep their order; the chain's span [g, p] becomes moved + members.
+    const std::size_t end = std::min(p, order.size() - 1);
+    std::vector<int> span = moved;
+    span.insert(span.end(), kept.begin(), kept.end());
+    // Kernels in [g, end] neither moved nor members (a dependent kernel that stopped the
+    // search) stay after the members.
+    for (std::size_t q = g; q <= end; ++q)
+      if (std::find(span.begin(), span.end(), order[q]) == span.end()) span.push_back(order[q]);
+    std::copy(span.begin(), span.end(), order.begin() + static_cast<std::ptrdiff_t>(g));
+    g += moved.size();
+  }
+}
+
+std::vector<RowChain> find_row_chains(const Schedule& s) {
+  std::vector<RowChain> chains;
+  const int nk = static_cast<int>(s.kernels.size());
+  for (int k = 0; k + 1 < nk; ++k) {
+    const Kernel& head = s.kernels[k];
+    const Kernel& loop = s.kernels[k + 1];
+    if (head.kind != KernelKind::Gemm || loop.kind != KernelKind::Loop) continue;
+    const GemmKernel& g = head.gemm;
+    if (g.trans_a || g.a_vector || g.b_vector || g.c_in >= 0 || !is_float(g.dtype)) continue;
+    if (s.buffers[g.a].dims.size() != 2 || s.buffers[g.out].dims.size() != 2) continue;
+    std::vector<int> inputs = {g.a, g.b};
+    RowChain c{k, k + 1, -1};
+    if (k + 2 < nk && s.kernels[k + 2].kind == KernelKind::Gemm) {
+      const GemmKernel& t = s.kernels[k + 2].gemm;
+      // D: written by the loop, read densely by rows; A: the very same rows of the same buffer.
+      const bool fits = t.trans_a && !t.trans_b && !t.a_vector && !t.b_vector && t.a == g.a &&
+                        t.dtype == g.dtype && t.k == g.m && t.m == g.k &&
+                        s.buffers[t.b].kind == BufferKind::Temp &&
+                        s.buffers[t.b].producer == k + 1 && s.buffers[t.b].dims.size() == 2;
+      std::vector<int> all = inputs;
+      if (t.c_in >= 0) all.push_back(t.c_in);
+      if (fits && row_local_epilogue(s, g, loop, all)) {
+        c.reduce_gemm = k + 2;
+        inputs = all;
+      }
+    }
+    if (!row_local_epilogue(s, g, loop, inputs)) continue;
+    chains.push_back(c);
+    k = c.reduce_gemm >= 0 ? c.reduce_gemm : c.loop;
+  }
+  return chains;
+}
+
 }  // namespace
 
 Schedule make_schedule(const FunctionGraph& fg, const ScheduleOptions& options) {
@@ -1410,6 +1540,7 @@ Schedule make_schedule(const FunctionGraph& fg, const ScheduleOptions& options) 
   };
   for (int k = 0; k < nk; ++k)
     if (env.sched.kernels[k].name != "unused") visit(k);
+  gather_row_chains(env.sched, order_k);
   std::vector<int> new_index(nk, -1);
   std::vector<Kernel> kernels;
   for (int k : order_k) {
@@ -1426,6 +1557,7 @@ Schedule make_schedule(const FunctionGraph& fg, const ScheduleOptions& options) 
     kernels[i].name = "k" + std::to_string(i) + "_" + kind;
   }
   env.sched.kernels = std::move(kernels);
+  env.sched.row_chains = find_row_chains(env.sched);
   return std::move(env.sched);
 }
 
@@ -1516,6 +1648,11 @@ std::string Schedule::describe() const {
            << " * " << buf_label(*this, g.c_in);
       os << "\n";
     }
+  }
+  for (const RowChain& c : row_chains) {
+    os << "  row chain: " << kernels[c.gemm].name << " + " << kernels[c.loop].name;
+    if (c.reduce_gemm >= 0) os << " + " << kernels[c.reduce_gemm].name;
+    os << " (one pass over the rows of " << buf_label(*this, kernels[c.gemm].gemm.a) << ")\n";
   }
   return os.str();
 }

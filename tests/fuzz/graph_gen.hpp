@@ -132,6 +132,7 @@ struct GenOptions {
   double p_grad = 0.15;   // gradient of a random smooth scalar
   double p_alias = 0.12;  // w <- f(w, a view of w reading other positions)
   double p_big = 0.12;    // one large dimension (vector-loop tails, thread splits)
+  bool huge = false;      // the large dimension is 1031..4099 (thread pools' split sizes)
 
   // THEA_FUZZ_MAX_OPS overrides max_ops (bigger graphs for long hunting runs); the
   // failure message repeats it so that the reproduction line stays exact.
@@ -139,6 +140,8 @@ struct GenOptions {
     GenOptions o;
     if (const char* v = std::getenv("THEA_FUZZ_MAX_OPS"); v && *v)
       o.max_ops = std::max(o.min_ops, std::atoi(v));
+    if (const char* v = std::getenv("THEA_FUZZ_HUGE"); v && *v && std::string(v) != "0")
+      o.huge = true;
     return o;
   }
 };
@@ -283,7 +286,12 @@ class Generator {
     c_.call_inputs.resize(c_.calls);
     // A few sizes shared by the whole case, so that random tensors often line up.
     dims_ = {rng_.irange(2, 5), rng_.irange(2, 6), rng_.irange(1, 4), rng_.irange(3, 7)};
-    if (rng_.chance(opt_.p_big)) dims_[rng_.irange(0, 3)] = rng_.pick({9, 17, 33, 67, 130});
+    if (rng_.chance(opt_.p_big)) {
+      // The same draws either way, so THEA_FUZZ_HUGE changes only these sizes.
+      const int slot = rng_.irange(0, 3);
+      dims_[slot] =
+          opt_.huge ? rng_.pick({1031, 2053, 4099, 1031, 3001}) : rng_.pick({9, 17, 33, 67, 130});
+    }
     const int n_leaves = rng_.irange(2, 3);
     for (int i = 0; i < n_leaves; ++i) push(new_leaf(random_dtype(), random_shape()));
     if (rng_.chance(0.1)) {  // two shared variables of one type: candidates for a swap
@@ -2627,7 +2635,8 @@ inline Outcome compare_runs(const FuzzCase& c, RunResult a, RunResult b,
     << (GenOptions::from_env().max_ops != GenOptions().max_ops
             ? " THEA_FUZZ_MAX_OPS=" + std::to_string(GenOptions::from_env().max_ops)
             : std::string())
-    << " ./test_fuzz\n  " << what << "\n"
+    << (GenOptions::from_env().huge ? " THEA_FUZZ_HUGE=1" : "") << " ./test_fuzz\n  " << what
+    << "\n"
     << c.describe() << "\n--- " << out.a.label << ":\n"
     << out.a.debugprint << "\n--- " << out.b.label << ":\n"
     << out.b.debugprint;
@@ -2643,6 +2652,36 @@ inline Outcome compare_case(const FuzzCase& c, const FunctionOptions& a, const F
 inline Outcome compare_backends(std::uint64_t seed, const FunctionOptions& a,
                                 const FunctionOptions& b, const Tolerance& tol = {}) {
   return compare_case(make_case(seed), a, b, tol);
+}
+
+// The case without output `i` (or, for i >= outputs, without update i - outputs).
+inline FuzzCase without_root(const FuzzCase& c, std::size_t i) {
+  FuzzCase t = c;
+  if (i < t.outputs.size()) {
+    t.outputs.erase(t.outputs.begin() + static_cast<std::ptrdiff_t>(i));
+    t.output_shapes.erase(t.output_shapes.begin() + static_cast<std::ptrdiff_t>(i));
+    t.output_mags.erase(t.output_mags.begin() + static_cast<std::ptrdiff_t>(i));
+  } else {
+    t.updates.erase(t.updates.begin() + static_cast<std::ptrdiff_t>(i - t.outputs.size()));
+  }
+  return t;
+}
+
+// A smaller case that still `fails`: outputs and updates are dropped one at a time while
+// the failure persists (inputs and shared variables stay; unused ones are harmless). The
+// result is usually the one or two values that differ and what they depend on.
+inline FuzzCase shrink_case(FuzzCase c, const std::function<bool(const FuzzCase&)>& fails) {
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (std::size_t i = 0; i < c.outputs.size() + c.updates.size(); ++i) {
+      FuzzCase t = without_root(c, i);
+      if ((t.outputs.empty() && t.updates.empty()) || !fails(t)) continue;
+      c = std::move(t);
+      progress = true;
+      break;
+    }
+  }
+  return c;
 }
 
 // The rewrite tags whose passes the rewrite differential turns off.

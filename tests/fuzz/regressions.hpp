@@ -21,10 +21,23 @@ namespace thea::fuzz {
 struct Regression {
   int generator_version;
   std::uint64_t seed;
-  const char* note;  // what failed, where
+  const char* note;                    // what failed, where
+  int max_ops = GenOptions().max_ops;  // THEA_FUZZ_MAX_OPS of the run that found it
 };
 
-inline const std::vector<Regression> kRegressions = {};
+inline const std::vector<Regression> kRegressions = {
+    // cpu backend: mean of an integer tensor whose sum is negative (float64 result) is
+    // ~2^62 (the negative sum converted as unsigned?); see regression_cases().
+    {1, 568, "cpu: mean(int32 vector) with a negative sum"},
+    {1, 1439, "cpu: mean(int64 vector, keepdims) with a negative sum, then pow(tanh(..), x)"},
+    {1, 1891, "cpu: mean over an axis of an int tensor, negative sums"},
+    {1, 2082, "cpu: mean(reshape(int)) with a negative sum"},
+    {1, 2567, "cpu: mean(minimum(int, int)) with negative sums"},
+    {1, 2592, "cpu: mean(int scalar input) negative"},
+    {1, 2766, "cpu: mean(int tensor3) negative, then arithmetic"},
+    {1, 200358, "cpu: sum over an empty slice fused into its consumer (pow): garbage", 30},
+    {1, 202319, "cpu: zero-size switch fused with a (1, 2) update: update never computed", 30},
+};
 
 struct RegressionCase {
   std::string note;
@@ -62,8 +75,9 @@ inline std::vector<RegressionCase> regression_cases() {
                          {{i64({0, 5, -3}), u8({8, 0, 200})}, {i64({7, -1, 2}), u8({1, 255, 9})}});
                    }});
   // Found as seed 568 on the cpu backend: mean(x) of an int32 vector (a float64 result)
-  // gave 4.611686018e+18 instead of -2.5. With its neighbours: other reductions of int32
-  // and int64 inputs, whole and along an axis.
+  // gave 4.611686018e+18 (~2^62) instead of -2.5: every integer mean whose sum is negative
+  // is wrong (mean(x), mean(m, 0) here), those with positive sums are right. With its
+  // neighbours: other reductions of int32 and int64 inputs, whole and along an axis.
   cases.push_back(
       {"reductions of int32 inputs (mean -> float64, sum -> int64)", [] {
          Variable x = tensor(Dtype::Int32, 1, "x");
@@ -78,6 +92,47 @@ inline std::vector<RegressionCase> regression_cases() {
              {{}, {}, {}, {}, {3}, {2}, {}, {}},
              {{i32({-4, -4, 3, -5}), i32({1, 2, 3, -4, 5, -6}, {2, 3}), i64({7, -2})},
               {i32({4, 3, 3, 4}), i32({0, 0, 9, 9, -9, 1}, {2, 3}), i64({1, 1})}});
+       }});
+  // Found as seed 202319 (THEA_FUZZ_MAX_OPS=30) on the cpu backend: an elementwise op with a
+  // zero-size result (switch over (0, 0, 1, 2)) and one over (1, 2) reading the same shared
+  // variable were fused into one loop over the empty shape, so the (1, 2) update was never
+  // computed (w0 became 0.5 instead of 1.17).
+  cases.push_back({"a zero-size elementwise result next to a non-empty one reading the same w", [] {
+                     Tensor w0 = Tensor::from_vector(std::vector<double>{1.25, -0.5}, {1, 2});
+                     Variable w = shared(w0, "w");
+                     Variable e = tensor(Dtype::Float64, Shape{kUnknownDim, 1, 2}, "e");
+                     FuzzCase c = hand_case({e}, {add(w, e), mul(w, 2.0)}, {{0, 1, 2}, {1, 2}},
+                                            {{Tensor::zeros({0, 1, 2}, Dtype::Float64)},
+                                             {Tensor::zeros({0, 1, 2}, Dtype::Float64)}});
+                     c.updates.push_back({w, clip(add(mul(0.9, w), 0.1), -2.0, 2.0)});
+                     c.shared = {w};
+                     c.shared_init = {w0};
+                     return c;
+                   }});
+  // Found as seed 200358 (THEA_FUZZ_MAX_OPS=30) on the cpu backend: sum over an empty axis
+  // (a slice x[-4:-4]) must be 0 (pow(y, 0) = 1 followed); the cpu backend gave garbage
+  // (-4.2e-35), as if the accumulator were not initialised when the loop runs zero times.
+  cases.push_back({"reductions over a zero-length axis (sum 0, prod 1)", [] {
+                     Variable x = tensor(Dtype::Float32, 2, "x");
+                     Variable empty = subtensor(x, {Slice(Variable(2), Variable(2))});
+                     Tensor v = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {3, 2});
+                     return hand_case({x},
+                                      {sum(empty, 0), prod(empty, 0), exp(sum(empty, 0)),
+                                       sum(empty, std::nullopt, true), sum(empty, 1)},
+                                      {{2}, {2}, {2}, {1, 1}, {0}}, {{v}, {v.clone()}});
+                   }});
+  cases.push_back(
+      {"a sum over an empty slice of a fused elementwise producer (seed 200358's shape)", [] {
+         Variable x = tensor(Dtype::Float32, Shape{4, 4, 1}, "x");
+         Variable y = tensor(Dtype::Float32, Shape{1, kUnknownDim, kUnknownDim}, "y");
+         Variable t = true_div(sigmoid(x), add(sqr(y), 0.75));  // (4, 4, n)
+         Variable s =
+             sum(subtensor(t, {Slice(Variable(-4), Variable(-4))}), std::vector<int>{0, 1});
+         Variable base = dimshuffle(sub(sigmoid(x), 0.0), {2, 1, 0});  // (1, 4, 4)
+         std::vector<Tensor> call;
+         call.push_back(Tensor::full({4, 4, 1}, 0.5, Dtype::Float32));
+         call.push_back(Tensor::full({1, 4, 4}, 1.0, Dtype::Float32));
+         return hand_case({x, y}, {s, pow(base, s)}, {{4}, {1, 4, 4}}, {call, call});
        }});
   return cases;
 }

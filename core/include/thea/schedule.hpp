@@ -161,6 +161,20 @@ struct Kernel {
   HostKernel host;
 };
 
+// Consecutive kernels a backend may run as one pass over the rows of a product's left
+// operand A, each part of the rows going through every member before the next part: the
+// product C = A·B (rows of A split), a loop whose outer axis is exactly C's rows (softmax,
+// cross-entropy, argmax over each row), and optionally the product that reduces over those
+// same rows, out = alpha·Aᵀ·D + beta·C_in with D written by the loop (the weight gradient).
+// The rows of A are read from memory once instead of twice, and the launch count drops from
+// three to one. The last product is summed per part and the parts combined in part order
+// after every part is done, so it only ever writes `out` after all reads of its old value.
+struct RowChain {
+  int gemm = -1;         // C = alpha·A·B: not transposed, no C_in
+  int loop = -1;         // row-local loop over C's rows
+  int reduce_gemm = -1;  // out = alpha·Aᵀ·D + beta·C_in, or -1
+};
+
 struct ScheduleOptions {
   bool fuse = true;  // false: one kernel per node (for tests and debugging)
   // Ops lowered to GemmKernel; the others run as host steps.
@@ -180,6 +194,8 @@ struct Schedule {
   // run-time shapes (a mismatch is the user's shape error, reported before any kernel runs).
   std::vector<std::pair<NodePtr, std::vector<Dim>>> node_dims;
 
+  // Kernel groups a backend may launch as one (see RowChain); kernels stay listed above.
+  std::vector<RowChain> row_chains;
   std::string describe() const;
   std::size_t kernel_count() const { return kernels.size(); }
 };
