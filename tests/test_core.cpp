@@ -4,24 +4,10 @@
 #include <cmath>
 #include <thea/thea.hpp>
 
-using namespace thea;
+#include "test_util.hpp"
 
-namespace {
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
+using namespace thea;
+using namespace thea::testing;
 
 TEST_CASE("variables record name, type and creation site") {
   auto X = fmatrix("X");

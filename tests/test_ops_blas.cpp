@@ -5,38 +5,10 @@
 #include <thea/ops/ops.hpp>
 #include <thea/thea.hpp>
 
+#include "test_util.hpp"
+
 using namespace thea;
-
-namespace {
-
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-Tensor eval(const std::vector<Variable>& inputs, const Variable& out,
-            const std::vector<Tensor>& args) {
-  return function(inputs, {out}, {}, {}, ref())(args)[0];
-}
-
-using V = std::vector<double>;
-
-}  // namespace
+using namespace thea::testing;
 
 TEST_CASE("dot: matrix · matrix, matrix · vector, vector · matrix, vector · vector") {
   Tensor A = Tensor::from_list({{1, 2, 3}, {4, 5, 6}});     // (2, 3)
@@ -173,11 +145,11 @@ TEST_CASE("outer: forward, static shape and errors") {
 
 TEST_CASE("dot and outer: finite-difference gradients") {
   auto fn = [](const std::vector<Variable>& v) { return dot(v[0], v[1]); };
-  Tensor M34 = Tensor::random_normal({3, 4}, 0, 1, 1, Dtype::Float64);
-  Tensor M45 = Tensor::random_normal({4, 5}, 0, 1, 2, Dtype::Float64);
-  Tensor M53 = Tensor::random_normal({5, 3}, 0, 1, 7, Dtype::Float64);
-  Tensor v4 = Tensor::random_normal({4}, 0, 1, 3, Dtype::Float64);
-  Tensor v3 = Tensor::random_normal({3}, 0, 1, 4, Dtype::Float64);
+  Tensor M34 = rnd({3, 4}, 1);
+  Tensor M45 = rnd({4, 5}, 2);
+  Tensor M53 = rnd({5, 3}, 7);
+  Tensor v4 = rnd({4}, 3);
+  Tensor v3 = rnd({3}, 4);
   CHECK_NOTHROW(verify_grad(fn, {M34, M45}));
   CHECK_NOTHROW(verify_grad(fn, {M34, v4}));
   CHECK_NOTHROW(verify_grad(fn, {v3, M34}));
@@ -200,11 +172,9 @@ TEST_CASE("dot: integer operands get no gradient, float ones do") {
 
 TEST_CASE("dot: second derivatives (the gradient graph is differentiable)") {
   auto hess = [](const std::vector<Variable>& v) { return grad(sum(sqr(dot(v[0], v[1]))), v[0]); };
-  CHECK_NOTHROW(verify_grad(hess, {Tensor::random_normal({2, 3}, 0, 1, 11, Dtype::Float64),
-                                   Tensor::random_normal({3, 2}, 0, 1, 12, Dtype::Float64)}));
+  CHECK_NOTHROW(verify_grad(hess, {rnd({2, 3}, 11), rnd({3, 2}, 12)}));
   auto hess_vec = [](const std::vector<Variable>& v) {
     return grad(sum(sqr(dot(v[0], v[1]))), v[1]);
   };
-  CHECK_NOTHROW(verify_grad(hess_vec, {Tensor::random_normal({2, 3}, 0, 1, 13, Dtype::Float64),
-                                       Tensor::random_normal({3}, 0, 1, 14, Dtype::Float64)}));
+  CHECK_NOTHROW(verify_grad(hess_vec, {rnd({2, 3}, 13), rnd({3}, 14)}));
 }

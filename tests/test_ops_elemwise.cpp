@@ -10,29 +10,12 @@
 #include <thea/thea.hpp>
 #include <vector>
 
+#include "test_util.hpp"
+
 using namespace thea;
+using namespace thea::testing;
 
 namespace {
-
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 Tensor run(ScalarOp op, const std::vector<Tensor>& inputs, Dtype cast_to = Dtype::Float32) {
   return Elemwise(op, cast_to).perform(inputs);
@@ -40,32 +23,10 @@ Tensor run(ScalarOp op, const std::vector<Tensor>& inputs, Dtype cast_to = Dtype
 
 Tensor vec(std::initializer_list<double> v, Dtype d) { return Tensor::from_list(v, d); }
 
-// Every value of `t` vs expected, with a relative tolerance suited to t's dtype.
-void check_values(const Tensor& t, const std::vector<double>& expected, double rtol = 1e-12) {
-  const std::vector<double> got = t.to_vector();
-  REQUIRE(got.size() == expected.size());
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(expected[i])) {
-      CHECK(std::isnan(got[i]));
-    } else {
-      CHECK(got[i] == doctest::Approx(expected[i]).epsilon(rtol));
-    }
-  }
-}
-
 std::vector<double> map(const std::vector<double>& x, const std::function<double(double)>& f) {
   std::vector<double> y;
   for (double v : x) y.push_back(f(v));
   return y;
-}
-
-Tensor eval1(const Variable& in, const Variable& out, const Tensor& value) {
-  return function({in}, {out}, {}, {}, ref())({value})[0];
-}
-
-// Random float64 values in [lo, hi) of a shape.
-Tensor uniform(const Shape& shape, double lo, double hi, std::uint64_t seed) {
-  return Tensor::random_uniform(shape, lo, hi, seed, Dtype::Float64);
 }
 
 // Random values with |x| in [0.3, 2): away from the kinks of abs, sign and friends.
@@ -420,6 +381,93 @@ TEST_CASE("adopted literals are stored in the adopted dtype") {
   Tensor r = eval1(iv, iv * 0.5, Tensor::from_list({1, 3}, Dtype::Int32));
   CHECK(r.dtype() == Dtype::Float64);
   check_values(r, {0.5, 1.5});
+}
+
+TEST_CASE("expressions of literals alone are weak literals (numpy's Python scalars)") {
+  // -lr written as neg(0.05): a folded literal, still weak, so float32 stays float32.
+  const Variable lr = neg(Variable(0.05));
+  REQUIRE(lr.node()->kind == NodeKind::Constant);
+  CHECK(lr.node()->weak_literal);
+  CHECK(lr.dtype() == Dtype::Float64);
+  CHECK(lr.node()->value.item<double>() == -0.05);
+  CHECK(contains(lr.describe(), "test_ops_elemwise.cpp"));  // where it was written
+  auto w = fvector("w"), g = fvector("g");
+  Variable step = w + neg(0.05) * g;
+  CHECK(step.dtype() == Dtype::Float32);
+  CHECK((w + (-Variable(0.05)) * g).dtype() == Dtype::Float32);
+  Tensor out = function({w, g}, {step}, {}, {}, ref())(
+      {Tensor::from_list({1, 2}, Dtype::Float32), Tensor::from_list({10, -20}, Dtype::Float32)})[0];
+  CHECK(out.dtype() == Dtype::Float32);
+  check_values(out, {0.5, 3}, 1e-6);
+  // Other unary and binary ops on literals fold the same way, with numpy's values.
+  auto fm = fmatrix("fm");
+  auto iv = ivector("iv");
+  const Variable e = exp(Variable(1.0));
+  CHECK(e.node()->weak_literal);
+  CHECK(e.node()->value.item<double>() == doctest::Approx(std::exp(1.0)).epsilon(1e-15));
+  CHECK((fm * e).dtype() == Dtype::Float32);
+  const Variable root = sqrt(Variable(4));  // a float op on an int literal: float64, weak
+  CHECK(root.dtype() == Dtype::Float64);
+  CHECK(root.node()->weak_literal);
+  CHECK(root.node()->value.item<double>() == 2.0);
+  CHECK((fm * root).dtype() == Dtype::Float32);
+  const Variable six = Variable(2) * Variable(3);
+  CHECK(six.node()->weak_literal);
+  CHECK(six.dtype() == Dtype::Int64);
+  CHECK(six.node()->value.item<std::int64_t>() == 6);
+  CHECK((iv + six).dtype() == Dtype::Int32);
+  CHECK((iv + neg(Variable(2))).dtype() == Dtype::Int32);
+  CHECK((iv + abs(Variable(-3))).dtype() == Dtype::Int32);
+  check_values(eval1(iv, iv - abs(Variable(-3)), Tensor::from_list({1, 5}, Dtype::Int32)), {-2, 2});
+  CHECK(eval1(iv, iv - abs(Variable(-3)), Tensor::from_list({1, 5}, Dtype::Int32)).dtype() ==
+        Dtype::Int32);
+  CHECK((fm * (Variable(2.0) * Variable(3))).dtype() == Dtype::Float32);
+  CHECK((fm * maximum(Variable(0.5), Variable(0.25))).dtype() == Dtype::Float32);
+  CHECK((fm * clip(Variable(2.0), 0.0, 1.0)).dtype() == Dtype::Float32);
+  // A comparison of literals is a weak bool: it adopts the tensor's dtype.
+  const Variable yes = Variable(1) < Variable(2);
+  CHECK(yes.dtype() == Dtype::Bool);
+  CHECK(yes.node()->weak_literal);
+  CHECK((iv * yes).dtype() == Dtype::Int32);
+  CHECK(switch_(yes, Variable(1.5), Variable(2)).node()->value.item<double>() == 1.5);
+  // The kind rule stays: an integer tensor meeting a float literal is float64, as before.
+  CHECK((iv * neg(Variable(0.5))).dtype() == Dtype::Float64);
+  check_values(eval1(iv, iv * neg(Variable(0.5)), Tensor::from_list({1, 3}, Dtype::Int32)),
+               {-0.5, -1.5});
+  // A folded integer literal that does not fit the tensor's dtype is refused like a written one.
+  auto bv = bvector("pixels");
+  const std::string msg = error_of([&] { (void)(bv + neg(Variable(1))); });
+  CHECK(contains(msg, "-1"));
+  CHECK(contains(msg, "uint8"));
+  CHECK(contains(msg, "pixels"));
+  // An explicit cast asks for a definite dtype: it is a strong value, not a literal.
+  const Variable half = cast(Variable(0.5), Dtype::Float64);
+  CHECK_FALSE(half.node()->weak_literal);
+  CHECK((fm * half).dtype() == Dtype::Float64);
+  CHECK((fm * cast(Variable(2), Dtype::Float32)).dtype() == Dtype::Float32);
+  CHECK((iv * cast(Variable(2), Dtype::Int64)).dtype() == Dtype::Int64);
+  // Operations numpy refuses on bools are refused on literal bools too, naming the op.
+  const std::string neg_msg = error_of([&] { (void)neg(Variable(1) < Variable(2)); });
+  CHECK(contains(neg_msg, "[neg]"));
+  CHECK(contains(neg_msg, "bool"));
+  // A tensor among the inputs keeps the node: only literals alone fold.
+  CHECK(neg(fm).node()->kind == NodeKind::Apply);
+  CHECK((fm + Variable(1.0)).node()->kind == NodeKind::Apply);
+}
+
+TEST_CASE("an SGD step with a negated literal rate keeps float32 gradients and updates") {
+  auto x = fvector("x");
+  auto w = shared(Tensor::from_list({1, -2}, Dtype::Float32), "w");
+  Variable cost = sum(sqr(w * x));
+  Variable gw = grad(cost, w);
+  Variable step = w + neg(0.1) * gw;
+  CHECK(step.dtype() == Dtype::Float32);
+  auto f = function({x}, {cost}, {{w, step}}, ref());
+  f({Tensor::from_list({1, 2}, Dtype::Float32)});
+  // gw = 2 w x^2 = (2, -16): w - 0.1 gw, computed in float32.
+  const Tensor wv = w.get_value();
+  CHECK(wv.dtype() == Dtype::Float32);
+  check_values(wv, {0.8, -0.4}, 1e-6);
 }
 
 TEST_CASE("integer literals that do not fit are refused") {

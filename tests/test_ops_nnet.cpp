@@ -10,52 +10,12 @@
 #include <thea/thea.hpp>
 #include <vector>
 
+#include "test_util.hpp"
+
 using namespace thea;
+using namespace thea::testing;
 
 namespace {
-
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-void check_values(const Tensor& t, const std::vector<double>& expected, double rtol = 1e-12) {
-  const std::vector<double> got = t.to_vector();
-  REQUIRE(got.size() == expected.size());
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    CHECK(got[i] == doctest::Approx(expected[i]).epsilon(rtol));
-  }
-}
-
-// numpy-style reference softmax of one row.
-std::vector<double> softmax_row(const std::vector<double>& x) {
-  double m = x[0];
-  for (double v : x) m = std::max(m, v);
-  double s = 0;
-  for (double v : x) s += std::exp(v - m);
-  std::vector<double> out;
-  for (double v : x) out.push_back(std::exp(v - m) / s);
-  return out;
-}
-
-Tensor uniform(const Shape& shape, double lo, double hi, std::uint64_t seed) {
-  return Tensor::random_uniform(shape, lo, hi, seed, Dtype::Float64);
-}
 
 // Rows of random probabilities (each row sums to 1, entries in (0, 1)).
 Tensor random_probs(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {

@@ -11,48 +11,15 @@
 #include <thea/thea.hpp>
 #include <vector>
 
+#include "test_util.hpp"
+
 using namespace thea;
+using namespace thea::testing;
 
 namespace {
 
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-void check_values(const Tensor& t, const std::vector<double>& expected, double rtol = 1e-12) {
-  const std::vector<double> got = t.to_vector();
-  REQUIRE(got.size() == expected.size());
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(expected[i])) {
-      CHECK(std::isnan(got[i]));
-    } else {
-      CHECK(got[i] == doctest::Approx(expected[i]).epsilon(rtol));
-    }
-  }
-}
-
 Tensor reduce(ReduceKind kind, const Tensor& x, std::vector<int> axes, bool keepdims = false) {
   return Reduce(kind, std::move(axes), keepdims).perform({x});
-}
-
-Tensor eval1(const Variable& in, const Variable& out, const Tensor& value) {
-  return function({in}, {out}, {}, {}, ref())({value})[0];
 }
 
 // Naive reduction of a (2, 3, 4) tensor over `axes` (others kept, in order).
@@ -96,7 +63,7 @@ double fmean(const std::vector<double>& v) { return fsum(v) / static_cast<double
 }  // namespace
 
 TEST_CASE("every reduction over every axis subset of a rank-3 tensor") {
-  Tensor x = Tensor::random_uniform({2, 3, 4}, 0.5, 1.5, 3, Dtype::Float64);
+  Tensor x = uniform({2, 3, 4}, 0.5, 1.5, 3);
   const std::vector<std::vector<int>> subsets = {{}, {0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}};
   struct Case {
     ReduceKind kind;
@@ -329,12 +296,12 @@ TEST_CASE("gradients of sum, mean, prod, max, min over axes (float64)") {
       CAPTURE(c.name);
       CAPTURE(shape_str(s));
       // Distinct values away from zero: max/min have no ties, prod no zeros.
-      Tensor x = Tensor::random_uniform(s, 0.5, 2.0, seed++, Dtype::Float64);
+      Tensor x = uniform(s, 0.5, 2.0, seed++);
       CHECK_NOTHROW(verify_grad([&](const std::vector<Variable>& v) { return c.f(v[0]); }, {x}));
     }
   }
   // Multi-axis reductions of a rank-3 tensor.
-  Tensor x3 = Tensor::random_uniform({2, 3, 4}, 0.5, 2.0, 77, Dtype::Float64);
+  Tensor x3 = uniform({2, 3, 4}, 0.5, 2.0, 77);
   for (const std::vector<int>& axes : {std::vector<int>{0, 2}, std::vector<int>{1, 2}}) {
     CHECK_NOTHROW(verify_grad(
         [&](const std::vector<Variable>& v) {
@@ -360,7 +327,7 @@ TEST_CASE("max gradient: every tie gets it (Theano's choice); mean with run-time
   Tensor gv = eval1(f, gf, v.astype(Dtype::Float32));
   CHECK(gv.dtype() == Dtype::Float32);
   check_values(gv, std::vector<double>(6, 1.0 / 6), 1e-6);
-  // prod: g * prod / x.
+  // prod: the product of the others (prod / x away from zeros).
   check_values(
       eval1(x, grad(prod(x), x), Tensor::from_list({{1, 2, 3}, {4, 5, 6}}, Dtype::Float64)),
       {720, 360, 240, 180, 144, 120});
@@ -370,12 +337,149 @@ TEST_CASE("max gradient: every tie gets it (Theano's choice); mean with run-time
   CHECK_FALSE(s.vjp({i}, sum(i), ones_like(sum(i)))[0]);
 }
 
+namespace {
+
+// Flat index -> coordinates of a row-major shape.
+std::vector<std::int64_t> unravel(std::int64_t flat, const Shape& shape) {
+  std::vector<std::int64_t> idx(shape.size());
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return idx;
+}
+
+// Which slice of a reduction over `axes` (empty: all) element `idx` belongs to: its
+// coordinates on the kept axes, flattened.
+std::int64_t slice_of(const std::vector<std::int64_t>& idx, const Shape& shape,
+                      const std::vector<int>& axes) {
+  std::int64_t s = 0;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    const bool reduced =
+        axes.empty() || std::find(axes.begin(), axes.end(), static_cast<int>(d)) != axes.end();
+    if (!reduced) s = s * shape[d] + idx[d];
+  }
+  return s;
+}
+
+// Values in [0.5, 2) with (slice + variant) % 3 zeros in each reduced slice: every slice
+// count of 0, 1 and 2 zeros shows up over the three variants, whatever the axes.
+Tensor with_zeros(const Shape& shape, const std::vector<int>& axes, int variant,
+                  std::uint64_t seed) {
+  Tensor x = uniform(shape, 0.5, 2.0, seed);
+  std::vector<int> placed(static_cast<std::size_t>(x.numel()), 0);
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const std::vector<std::int64_t> idx = unravel(i, shape);
+    const std::int64_t s = slice_of(idx, shape, axes);
+    if (placed[s] < (s + variant) % 3) {
+      x.set(idx, 0.0);
+      ++placed[s];
+    }
+  }
+  return x;
+}
+
+// d prod / d x_i by brute force: the product of the other elements of i's slice.
+std::vector<double> prod_of_others(const Tensor& x, const std::vector<int>& axes) {
+  std::vector<double> out;
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    const std::int64_t si = slice_of(unravel(i, x.shape()), x.shape(), axes);
+    double p = 1;
+    for (std::int64_t j = 0; j < x.numel(); ++j) {
+      const std::vector<std::int64_t> jdx = unravel(j, x.shape());
+      if (j != i && slice_of(jdx, x.shape(), axes) == si) p *= x.get(jdx);
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("prod gradient: the product of the others, exact at zeros (float64)") {
+  const Shape shape{2, 3, 4};
+  const std::vector<std::vector<int>> axes_list = {{}, {0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}};
+  std::uint64_t seed = 300;
+  for (const std::vector<int>& axes : axes_list) {
+    for (bool keepdims : {false, true}) {
+      for (int variant = 0; variant < 3; ++variant) {
+        CAPTURE(axes.size() == 0 ? -1 : axes[0]);
+        CAPTURE(axes.size());
+        CAPTURE(keepdims);
+        CAPTURE(variant);
+        const Tensor xv = with_zeros(shape, axes, variant, seed++);
+        const Axes ax = axes.empty() ? Axes() : Axes(axes);
+        auto x = dtensor3("x");
+        Variable g = grad(sum(prod(x, ax, keepdims)), x);
+        const Tensor gv = eval1(x, g, xv);
+        CHECK(gv.shape() == shape);
+        check_values(gv, prod_of_others(xv, axes));
+        // Finite differences (prod is linear in each element, so they are exact at zeros).
+        CHECK_NOTHROW(verify_grad(
+            [&](const std::vector<Variable>& v) { return prod(v[0], ax, keepdims); }, {xv}));
+      }
+    }
+  }
+}
+
+TEST_CASE("prod gradient at zeros: vectors, scalars, float32, and second derivatives") {
+  auto v = dvector("v");
+  // No zero, one zero, two zeros.
+  check_values(eval1(v, grad(prod(v), v), Tensor::from_list({2, 3, 4}, Dtype::Float64)),
+               {12, 8, 6});
+  check_values(eval1(v, grad(prod(v), v), Tensor::from_list({2, 0, 4}, Dtype::Float64)), {0, 8, 0});
+  check_values(eval1(v, grad(prod(v), v), Tensor::from_list({0, 3, 0}, Dtype::Float64)), {0, 0, 0});
+  // Negative values and -0.0 count as they do in the product.
+  check_values(eval1(v, grad(prod(v), v), Tensor::from_list({-2, -0.0, 5}, Dtype::Float64)),
+               {0, -10, 0});
+  // A rank-0 product is the value itself.
+  auto s = dscalar("s");
+  check_values(eval1(s, grad(prod(s), s), Tensor::scalar(0.0, Dtype::Float64)), {1});
+  // Empty slices: nothing to differentiate, and no error.
+  auto m = dmatrix("m");
+  CHECK(eval1(m, grad(sum(prod(m, 1)), m), Tensor::zeros({2, 0}, Dtype::Float64)).shape() ==
+        Shape{2, 0});
+  // float32 stays float32, with no NaN at the zero.
+  auto f = fvector("f");
+  Variable gf = grad(prod(f), f);
+  CHECK(gf.dtype() == Dtype::Float32);
+  Tensor gfv = eval1(f, gf, Tensor::from_list({3, 0, 0.5}, Dtype::Float32));
+  CHECK(gfv.dtype() == Dtype::Float32);
+  check_values(gfv, {0, 1.5, 0}, 1e-6);
+  // Second derivatives (Hessian-vector products) hold with no, one and two zeros per slice:
+  // no inf or NaN in any branch, and the other zero's derivative is kept.
+  for (int variant = 0; variant < 3; ++variant) {
+    CAPTURE(variant);
+    for (bool keepdims : {false, true}) {
+      CHECK_NOTHROW(verify_grad(
+          [&](const std::vector<Variable>& w) {
+            return sum(grad(sum(prod(w[0], std::vector<int>{0, 2}, keepdims) * w[2]), w[0]) * w[1]);
+          },
+          {with_zeros({3, 2, 4}, {0, 2}, variant, 360 + variant), uniform({3, 2, 4}, -1, 1, 350),
+           uniform(keepdims ? Shape{1, 2, 1} : Shape{2}, -1, 1, 351)}));
+    }
+  }
+  // The compiled CPU backend computes the same gradient graph, zeros included.
+  for (int variant = 0; variant < 3; ++variant) {
+    CAPTURE(variant);
+    auto x = dtensor3("x");
+    const Tensor xv = with_zeros({2, 3, 4}, {0, 2}, variant, 370 + variant);
+    FunctionOptions cpu;
+    cpu.backend = "cpu";
+    const Variable g = grad(sum(prod(x, std::vector<int>{0, 2}) * Variable(rnd({3}, 9))), x);
+    check_close(function({x}, {g}, {}, {}, cpu)({xv})[0], eval1(x, g, xv), 1e-12, 1e-12);
+  }
+  // The exact Hessian of prod(v) at two zeros: d2/dv0 dv2 = v1, everything else 0.
+  Variable hv =
+      grad(sum(grad(prod(v), v) * Variable(Tensor::from_list({0, 0, 1}, Dtype::Float64))), v);
+  check_values(eval1(v, hv, Tensor::from_list({0, 3, 0}, Dtype::Float64)), {3, 0, 0});
+}
+
 TEST_CASE("second-order gradients through reductions") {
   CHECK_NOTHROW(verify_grad(
       [](const std::vector<Variable>& v) {
         Variable cost = sum(sqr(sum(v[0], 1))) + mean(v[0] * v[0] * v[0]) + prod(v[0]);
         return sum(grad(cost, v[0]) * v[1]);
       },
-      {Tensor::random_uniform({3, 4}, 0.5, 1.5, 5, Dtype::Float64),
-       Tensor::random_uniform({3, 4}, -1, 1, 6, Dtype::Float64)}));
+      {uniform({3, 4}, 0.5, 1.5, 5), uniform({3, 4}, -1, 1, 6)}));
 }

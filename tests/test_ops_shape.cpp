@@ -2,49 +2,15 @@
 // Forward values, views sharing storage, static shapes, errors and gradients.
 #include <doctest/doctest.h>
 
+#include <functional>
+#include <thea/ops/fused.hpp>
 #include <thea/ops/ops.hpp>
 #include <thea/thea.hpp>
 
+#include "test_util.hpp"
+
 using namespace thea;
-
-namespace {
-
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-Tensor eval(const std::vector<Variable>& inputs, const Variable& out,
-            const std::vector<Tensor>& args) {
-  return function(inputs, {out}, {}, {}, ref())(args)[0];
-}
-
-using V = std::vector<double>;
-
-Tensor arange_f64(const Shape& shape) {
-  return Tensor::arange(shape_numel(shape), Dtype::Float64).reshape(shape);
-}
-
-Tensor rnd(const Shape& shape, std::uint64_t seed) {
-  return Tensor::random_normal(shape, 0, 1, seed, Dtype::Float64);
-}
-
-}  // namespace
+using namespace thea::testing;
 
 // ---------------------------------------------------------------- dimshuffle
 
@@ -369,6 +335,94 @@ TEST_CASE("concatenate_grad: forward and its own gradient") {
                                std::source_location::current()));
   };
   CHECK_NOTHROW(verify_grad(piece, {rnd({2, 5}, 7), rnd({2, 2}, 8), rnd({2, 3}, 9)}));
+}
+
+TEST_CASE("concatenate_grad: pieces are zero-copy views of the gradient") {
+  ConcatenateGrad op0(1, 0), op1(1, 1), rows(0, 1);
+  CHECK(op1.traits().view);  // so in-place analyses look through it to g
+  CHECK(op1.traits().destroys_input == -1);
+  Tensor g = arange_f64({3, 5});
+  Tensor a = Tensor::zeros({3, 2}, Dtype::Float64);
+  Tensor b = Tensor::zeros({3, 3}, Dtype::Float64);
+  Tensor p0 = op0.perform({g, a, b});
+  Tensor p1 = op1.perform({g, a, b});
+  CHECK(p0.storage() == g.storage());
+  CHECK(p1.storage() == g.storage());
+  CHECK(p0.shape() == Shape{3, 2});
+  CHECK(p0.to_vector() == V{0, 1, 5, 6, 10, 11});
+  CHECK(p1.shape() == Shape{3, 3});
+  CHECK(p1.to_vector() == V{2, 3, 4, 7, 8, 9, 12, 13, 14});
+  // Along axis 0 the piece is a contiguous block of g.
+  Tensor r = rows.perform({g, Tensor::zeros({1, 5}, Dtype::Float64), a.reshape({2, 3})});
+  CHECK(r.storage() == g.storage());
+  CHECK(r.to_vector() == V{5, 6, 7, 8, 9, 10, 11, 12, 13, 14});
+  // Writes through g show in the pieces: they really alias.
+  g.set({1, 3}, -1);
+  CHECK(p1.get({1, 1}) == -1);
+  CHECK(r.get({0, 3}) == -1);
+  // A piece of nothing (an empty input) is empty.
+  Tensor e = ConcatenateGrad(1, 1).perform(
+      {g, Tensor::zeros({3, 5}, Dtype::Float64), Tensor::zeros({3, 0}, Dtype::Float64)});
+  CHECK(e.shape() == Shape{3, 0});
+}
+
+TEST_CASE("concatenate_grad: a gemm does not update storage that a piece still shows") {
+  // w stands in for the gradient: a piece of it is an output and feeds the update of w.
+  // Were w overwritten in place, the piece (a view of w) would change under its readers.
+  auto A = dmatrix("A"), X = dmatrix("X"), x0 = dmatrix("x0"), x1 = dmatrix("x1");
+  const Tensor w0 = rnd({4, 3}, 21);
+  auto w = shared(w0, "w");
+  const Variable piece(make_apply(std::make_shared<ConcatenateGrad>(0, 0),
+                                  {Variable(w).node(), x0.node(), x1.node()},
+                                  std::source_location::current()));
+  const Tensor av = rnd({4, 2}, 22), xv = rnd({2, 3}, 23);
+  const Tensor x0v = Tensor::zeros({2, 3}, Dtype::Float64);
+  const Tensor x1v = Tensor::zeros({2, 3}, Dtype::Float64);
+  // Expected values from plain loops on the old w.
+  auto old_piece = [&](std::int64_t i, std::int64_t j) { return w0.get({i, j}); };
+  auto x_entry = [&](std::int64_t i, std::int64_t j) { return xv.get({i, j}); };
+  std::vector<double> piece_v, sum_piece(1, 0.0);
+  for (std::int64_t i = 0; i < 2; ++i)
+    for (std::int64_t j = 0; j < 3; ++j) {
+      piece_v.push_back(old_piece(i, j));
+      sum_piece[0] += old_piece(i, j);
+    }
+  struct Case {
+    const char* name;
+    Variable update;
+    std::function<double(std::int64_t, std::int64_t)> b;  // the gemm's B operand
+    double scale;
+  };
+  const std::vector<Case> cases = {
+      // The piece is the product's operand.
+      {"B is the piece", w + dot(A, piece), old_piece, 1.0},
+      // The piece only scales the product, and is an output of the function.
+      {"the piece is read before the gemm", w + dot(A * sum(piece), X), x_entry, sum_piece[0]},
+  };
+  for (const Case& c : cases) {
+    for (const char* backend : {"reference", "cpu"}) {
+      CAPTURE(c.name);
+      CAPTURE(backend);
+      w.set_value(w0);
+      FunctionOptions o;
+      o.backend = backend;
+      auto f = function({A, X, x0, x1}, {piece, sum(piece)}, {{w, c.update}}, o);
+      const auto* gemm = dynamic_cast<const Gemm*>(f.graph().updates()[0].value->op.get());
+      REQUIRE(gemm);
+      CHECK_FALSE(gemm->inplace());
+      const std::vector<Tensor> out = f({av, xv, x0v, x1v});
+      check_values(out[0], piece_v);
+      check_values(out[1], sum_piece);
+      std::vector<double> w1;
+      for (std::int64_t i = 0; i < 4; ++i)
+        for (std::int64_t j = 0; j < 3; ++j) {
+          double acc = w0.get({i, j});
+          for (std::int64_t k = 0; k < 2; ++k) acc += c.scale * av.get({i, k}) * c.b(k, j);
+          w1.push_back(acc);
+        }
+      check_values(w.get_value(), w1, 1e-12);
+    }
+  }
 }
 
 TEST_CASE("shape ops: second derivatives") {

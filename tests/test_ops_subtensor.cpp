@@ -6,45 +6,14 @@
 #include <thea/ops/ops.hpp>
 #include <thea/thea.hpp>
 
+#include "test_util.hpp"
+
 using namespace thea;
+using namespace thea::testing;
 
 namespace {
 
-FunctionOptions ref() {
-  FunctionOptions o;
-  o.backend = "reference";
-  return o;
-}
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-Tensor eval(const std::vector<Variable>& inputs, const Variable& out,
-            const std::vector<Tensor>& args) {
-  return function(inputs, {out}, {}, {}, ref())(args)[0];
-}
-
-using V = std::vector<double>;
 using Opt = std::optional<std::int64_t>;
-
-Tensor arange_f64(const Shape& shape) {
-  return Tensor::arange(shape_numel(shape), Dtype::Float64).reshape(shape);
-}
-
-Tensor rnd(const Shape& shape, std::uint64_t seed) {
-  return Tensor::random_normal(shape, 0, 1, seed, Dtype::Float64);
-}
 
 Tensor lscalar_value(std::int64_t v) {
   return Tensor::scalar(static_cast<double>(v), Dtype::Int64);

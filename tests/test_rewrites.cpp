@@ -14,34 +14,17 @@
 #include <thea/thea.hpp>
 #include <vector>
 
+#include "test_util.hpp"
+
 using namespace thea;
+using namespace thea::testing;
 
 namespace {
 
 // The passes of this suite, by tag; constant folding shares the canonicalize tag.
 const std::vector<std::string> kOpRewrites = {"canonicalize", "stabilize", "specialize"};
 
-FunctionOptions ref(std::vector<std::string> exclude = {}) {
-  FunctionOptions o;
-  o.backend = "reference";
-  o.exclude = std::move(exclude);
-  return o;
-}
 FunctionOptions unrewritten() { return ref(kOpRewrites); }
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 std::vector<NodePtr> apply_nodes(const Function& f) {
   std::vector<NodePtr> out;
@@ -66,35 +49,10 @@ void check_types(const Function& f) {
   }
 }
 
-void check_close(const Tensor& got, const Tensor& expected, double rtol = 1e-12,
-                 double atol = 1e-12) {
-  REQUIRE(got.shape() == expected.shape());
-  CHECK(got.dtype() == expected.dtype());
-  const std::vector<double> a = got.to_vector(), b = expected.to_vector();
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(i);
-    CHECK(std::abs(a[i] - b[i]) <= atol + rtol * std::abs(b[i]));
-  }
-}
-
-void check_values(const Tensor& t, const std::vector<double>& expected, double rtol = 1e-12) {
-  const std::vector<double> got = t.to_vector();
-  REQUIRE(got.size() == expected.size());
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    CAPTURE(i);
-    CHECK(got[i] == doctest::Approx(expected[i]).epsilon(rtol));
-  }
-}
-
 bool all_finite(const Tensor& t) {
   for (double v : t.to_vector())
     if (!std::isfinite(v)) return false;
   return true;
-}
-
-Tensor uniform(const Shape& shape, double lo, double hi, std::uint64_t seed,
-               Dtype dtype = Dtype::Float64) {
-  return Tensor::random_uniform(shape, lo, hi, seed, dtype);
 }
 
 // One-hot rows (float) for the given labels.
@@ -103,16 +61,6 @@ Tensor one_hot_rows(const std::vector<std::int64_t>& labels, std::int64_t classe
   for (std::size_t i = 0; i < labels.size(); ++i)
     t.set({static_cast<std::int64_t>(i), labels[i]}, 1);
   return t;
-}
-
-std::vector<double> softmax_row(const std::vector<double>& x) {
-  double m = x[0];
-  for (double v : x) m = std::max(m, v);
-  double s = 0;
-  for (double v : x) s += std::exp(v - m);
-  std::vector<double> out;
-  for (double v : x) out.push_back(std::exp(v - m) / s);
-  return out;
 }
 
 double logsumexp_row(const std::vector<double>& x) {

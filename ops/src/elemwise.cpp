@@ -632,7 +632,27 @@ Variable apply_elemwise(ScalarOp op, const std::vector<Variable>& xs, const Loc&
       }
     }
   }
-  return Variable(make_apply(std::make_shared<Elemwise>(op, cast_to), std::move(nodes), loc));
+  NodePtr node = make_apply(std::make_shared<Elemwise>(op, cast_to), nodes, loc);
+  // Arithmetic on literals alone (-0.05, 2 * 3) folds into a literal that is weak again,
+  // as a Python scalar expression is in numpy, so w + (-lr) * g stays float32. A cast asks
+  // for a definite dtype: it folds into a strong constant.
+  const bool all_weak = std::all_of(nodes.begin(), nodes.end(), [](const NodePtr& n) {
+    return n->kind == NodeKind::Constant && n->weak_literal;
+  });
+  if (!all_weak) return Variable(node);
+  std::vector<Tensor> values;
+  for (const NodePtr& n : nodes) values.push_back(n->value);
+  Tensor folded;
+  try {
+    folded = node->op->perform(values);
+  } catch (const Error& e) {
+    throw Error(fmt::format("[{}] at {}: folding literals: {}\n{}", node->op->str(),
+                            node->site.str(), e.what(), describe_inputs(nodes)));
+  }
+  NodePtr c = make_constant(std::move(folded));
+  c->weak_literal = op != ScalarOp::Cast;
+  c->site = node->site;
+  return Variable(c);
 }
 
 }  // namespace
@@ -707,7 +727,8 @@ Variable where(const Variable& cond, const Variable& a, const Variable& b, Loc l
   return apply_elemwise(ScalarOp::Switch, {cond, a, b}, loc);
 }
 Variable cast(const Variable& x, Dtype dtype, Loc loc) {
-  if (x && x.dtype() == dtype) return x;  // as Theano: casting to the same dtype is a no-op
+  // As Theano: casting to the same dtype is a no-op, except that it makes a literal strong.
+  if (x && x.dtype() == dtype && !x.node()->weak_literal) return x;
   return apply_elemwise(ScalarOp::Cast, {x}, loc, dtype);
 }
 Variable fill(const Variable& like, const Variable& value, Loc loc) {

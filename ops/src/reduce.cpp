@@ -312,10 +312,24 @@ std::vector<Variable> Reduce::vjp(const std::vector<Variable>& inputs, const Var
       // Theano's choice: every element equal to the extreme gets the gradient (ties too).
       gx = mul(ge, eq(x, expand_reduced(output, x.ndim(), cov, keepdims_)));
       break;
-    case ReduceKind::Prod:
-      // d prod / d x_i = prod / x_i (undefined where x_i == 0, as Theano's default).
-      gx = mul(ge, true_div(expand_reduced(output, x.ndim(), cov, keepdims_), x));
+    case ReduceKind::Prod: {
+      // d prod / d x_i is the product of the others (Theano's zero-aware grad, by counting
+      // zeros): prod / x_i at non-zeros (0 when the slice has a zero); at a zero, the
+      // product of the non-zeros times that of the other zeros: 1 when it is the only one,
+      // the other zero (sum of zeros - x_i, 0 but with the right derivative) when there are
+      // two, 0 when more. Zeros replaced by 1 before dividing keep inf/NaN out of every
+      // branch, so second derivatives are exact too (with up to two zeros per slice).
+      const Axes ax = axes_.empty() ? Axes() : Axes(axes_);
+      auto expand = [&](const Variable& r) { return expand_reduced(r, x.ndim(), cov, keepdims_); };
+      const Variable is_zero = eq(x, 0);
+      const Variable x_or_one = switch_(is_zero, 1, x);
+      const Variable zeros = expand(sum(is_zero, ax, keepdims_));
+      const Variable other_zero = sub(expand(sum(switch_(is_zero, x, 0), ax, keepdims_)), x);
+      const Variable other_zeros = switch_(eq(zeros, 1), 1, switch_(eq(zeros, 2), other_zero, 0));
+      const Variable at_zero = mul(expand(prod(x_or_one, ax, keepdims_)), other_zeros);
+      gx = mul(ge, switch_(is_zero, at_zero, true_div(expand(output), x_or_one)));
       break;
+    }
   }
   if (gx.dtype() != x.dtype()) gx = cast(gx, x.dtype());
   return {gx};

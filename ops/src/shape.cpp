@@ -1,5 +1,5 @@
 // Shape ops: dimshuffle (and transpose / .T), reshape (and flatten), concatenate (and
-// stack). DimShuffle and Reshape outputs are zero-copy views of their input.
+// stack). DimShuffle, Reshape and ConcatenateGrad outputs are zero-copy views of their input.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -433,8 +433,9 @@ Tensor ConcatenateGrad::perform(const std::vector<Tensor>& inputs) const {
   Shape out = infer_shape(shapes, {});
   std::int64_t offset = 0;
   for (int i = 0; i < index_; ++i) offset += inputs[1 + i].shape()[axis_];
-  // A copy, not a view: this op is not declared a view, so its output must not alias g.
-  return narrow(inputs[0], axis_, offset, out[axis_]).clone();
+  // A zero-copy view of g: the op is declared a view (traits), so in-place consumers
+  // (destroy analysis looks through views to g) leave g alone while the piece is needed.
+  return narrow(inputs[0], axis_, offset, out[axis_]);
 }
 
 std::vector<Variable> ConcatenateGrad::vjp(const std::vector<Variable>& inputs, const Variable&,

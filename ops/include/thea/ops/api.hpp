@@ -57,6 +57,8 @@ Variable ones_like(const Variable& x, THEA_LOC);
 
 // Operators. A literal on either side is a weak constant that adopts the other operand's
 // dtype (g * 0.05 stays float32; x + 1 stays int32), as Theano's autocast and JAX do.
+// Elementwise functions of literals alone fold into weak literals (neg(0.05), 2 * 3), so
+// w + neg(0.05) * g stays float32 too; cast() of a literal is a strong constant.
 Variable operator+(const VarAt& a, const Variable& b);
 Variable operator-(const VarAt& a, const Variable& b);
 Variable operator*(const VarAt& a, const Variable& b);

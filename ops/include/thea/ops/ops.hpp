@@ -172,7 +172,7 @@ class Concatenate : public Op {
 };
 
 // Piece `index` of a concatenation's gradient: inputs (g, x0, x1, ...) -> slice of g
-// shaped like x_index along axis.
+// shaped like x_index along axis. A view of g, as Subtensor is.
 class ConcatenateGrad : public Op {
  public:
   ConcatenateGrad(int axis, int index) : axis_(axis), index_(index) {}
@@ -185,6 +185,7 @@ class ConcatenateGrad : public Op {
   Tensor perform(const std::vector<Tensor>& inputs) const override;
   std::vector<Variable> vjp(const std::vector<Variable>& inputs, const Variable& output,
                             const Variable& gout) const override;
+  OpTraits traits() const override { return {.view = true}; }
 
  private:
   int axis_;
