@@ -1,6 +1,7 @@
 // mnist_softmax: the Theano MNIST softmax-regression tutorial as a command-line tool.
 //   mnist_softmax                         # 100 epochs, prints "000 0.8862" per epoch
 //   mnist_softmax --epochs 5 --save w.npy
+//   mnist_softmax --backend cuda          # the dataset resident on the GPU (--resident)
 //   mnist_softmax evaluate --load w.npy   # accuracy, confusion matrix, misclassified digits
 // Exit status: 0 success, 1 runtime error (data, files, backend), 2 usage error.
 #include <fmt/core.h>
@@ -259,6 +260,9 @@ struct TrainArgs {
   std::uint64_t seed = 42;
   std::string backend;
   bool shuffle = false;
+  // The dataset in shared variables, minibatches sliced by index where the data live
+  // (default: on for the cuda backend, whose steps then copy nothing from the host).
+  bool resident = false, no_resident = false;
   std::string save, load, metrics;
   bool quiet = false;
   std::int64_t ntrain = -1, ntest = -1;  // -1: all, as the tutorial's mnist(ntrain, ntest)
@@ -280,6 +284,8 @@ int run_train(const TrainArgs& a) {
   opts.seed = a.seed;
   opts.backend = a.backend;
   if (!a.load.empty()) opts.initial_weights = load_weights(a.load);
+  const std::string backend = a.backend.empty() ? thea::default_backend_name() : a.backend;
+  const bool resident = a.resident || (!a.no_resident && backend == "cuda");
 
   auto t_load = Clock::now();
   Dataset d = load_data(a.data, a.ntrain, a.ntest, /*need_train=*/true);
@@ -293,14 +299,16 @@ int run_train(const TrainArgs& a) {
 
   MetricsWriter metrics(a.metrics);
   auto t_compile = Clock::now();
+  if (resident)
+    opts.resident = thea::models::make_resident_data(d.train_x, d.train_y, d.test_x, a.batch_size);
   auto model = thea::models::build_softmax_regression(opts);
   const double compile_secs = seconds_since(t_compile);
   if (!a.quiet)
     fmt::print(stderr,
-               "loaded {} training / {} test images from {} in {:.2f} s; backend {}, "
+               "loaded {} training / {} test images from {} in {:.2f} s; backend {}{}, "
                "compiled in {:.1f} ms\n",
                n, d.test_x.shape()[0], a.data, load_secs, model.train.backend_name(),
-               compile_secs * 1e3);
+               resident ? " (dataset resident)" : "", compile_secs * 1e3);
 
   ProgressBar bar(!a.quiet && ::isatty(STDERR_FILENO));
   std::mt19937_64 rng(a.seed);
@@ -308,6 +316,8 @@ int run_train(const TrainArgs& a) {
   if (a.shuffle) {
     xs = thea::Tensor::empty(d.train_x.shape(), thea::Dtype::Float32);
     ys = thea::Tensor::empty(d.train_y.shape(), thea::Dtype::Float32);
+  } else if (resident) {
+    xs = ys = d.train_x = d.train_y = thea::Tensor();  // the shared copies are the data now
   }
 
   double train_secs = 0, eval_secs = 0;
@@ -320,13 +330,16 @@ int run_train(const TrainArgs& a) {
       auto order = permutation(n, rng);
       gather_rows(d.train_x, order, xs);
       gather_rows(d.train_y, order, ys);
+      if (resident) model.set_train_data(xs, ys);  // one upload per epoch
     }
     bar.start(epoch, batches);
     double cost_sum = 0;
     for (std::int64_t b = 0; b < batches; ++b) {
       const std::int64_t start = b * a.batch_size, end = start + a.batch_size;
-      // trX[start:end]: views into the dataset, no copy.
-      cost_sum += model.train_step(xs.slice(0, start, end), ys.slice(0, start, end));
+      // Resident: the function slices trX[start:end] itself; else views into the host
+      // dataset, no copy.
+      cost_sum += resident ? model.train_batch(b)
+                           : model.train_step(xs.slice(0, start, end), ys.slice(0, start, end));
       bar.update(b + 1, end);
     }
     bar.clear();
@@ -334,7 +347,7 @@ int run_train(const TrainArgs& a) {
     train_secs += epoch_train;
 
     const auto t_eval = Clock::now();
-    predicted = model.predict_labels(d.test_x);
+    predicted = resident ? model.predict_test_labels() : model.predict_labels(d.test_x);
     accuracy = thea::models::accuracy(predicted, d.test_labels);
     eval_secs += seconds_since(t_eval);
 
@@ -350,7 +363,7 @@ int run_train(const TrainArgs& a) {
   const double total_secs = seconds_since(t_all);
 
   if (a.epochs == 0) {
-    predicted = model.predict_labels(d.test_x);
+    predicted = resident ? model.predict_test_labels() : model.predict_labels(d.test_x);
     accuracy = thea::models::accuracy(predicted, d.test_labels);
   }
   if (!a.save.empty()) {
@@ -364,8 +377,9 @@ int run_train(const TrainArgs& a) {
 
   const std::int64_t examples = a.epochs * batches * a.batch_size;
   const std::int64_t ntest = d.test_labels.numel();
-  fmt::print("\n{} epochs x {} minibatches of {} ({} examples per epoch), backend {}\n", a.epochs,
-             batches, a.batch_size, batches * a.batch_size, model.train.backend_name());
+  fmt::print("\n{} epochs x {} minibatches of {} ({} examples per epoch), backend {}{}\n", a.epochs,
+             batches, a.batch_size, batches * a.batch_size, model.train.backend_name(),
+             resident ? ", dataset resident" : "");
   fmt::print("total time {:.2f} s, {:.3f} s per epoch (training {:.3f} s, test {:.3f} s)\n",
              total_secs, a.epochs ? total_secs / a.epochs : 0.0,
              a.epochs ? train_secs / a.epochs : 0.0, a.epochs ? eval_secs / a.epochs : 0.0);
@@ -445,6 +459,12 @@ int main(int argc, char** argv) {
   app.add_option("--backend", t.backend, "reference, cpu, cuda (default: $THEA_BACKEND or best)");
   app.add_flag("--shuffle", t.shuffle,
                "shuffle the training set every epoch (off, as the tutorial)");
+  auto* resident = app.add_flag(
+      "--resident", t.resident,
+      "keep the dataset in shared variables (on the GPU for cuda) and train by minibatch "
+      "index, Theano's givens idiom (default for --backend cuda)");
+  app.add_flag("--no-resident", t.no_resident, "feed each minibatch from host memory, also on cuda")
+      ->excludes(resident);
   app.add_option("--save", t.save, "write the trained weights (784, 10) to this .npy file");
   app.add_option("--load", t.load, "start from weights in this .npy file instead of random ones");
   app.add_option("--metrics", t.metrics,

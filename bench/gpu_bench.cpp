@@ -5,6 +5,7 @@
 // tutorial's accuracy table, and reports ms per epoch (468 steps + the 10k test pass),
 // compile times cold (empty kernel cache) and warm, and the variants: with/without reading
 // the cost every step, with/without CUDA graphs, and the host-minibatch path of the app.
+// Every model is thea::models::build_softmax_regression, the app's.
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "thea/data/mnist.hpp"
+#include "thea/models/softmax_regression.hpp"
 #include "thea/thea.hpp"
 
 #if THEA_HAVE_CUDA
@@ -43,10 +45,7 @@ double median(std::vector<double> v) {
 }
 
 double accuracy(const Tensor& pred, const Tensor& labels) {
-  std::int64_t ok = 0, n = labels.numel();
-  for (std::int64_t i = 0; i < n; ++i)
-    ok += pred.at<std::int64_t>({i}) == labels.at<std::int64_t>({i});
-  return n ? static_cast<double>(ok) / static_cast<double>(n) : 0;
+  return labels.numel() ? models::accuracy(pred, labels) : 0;
 }
 
 struct Model {
@@ -57,31 +56,22 @@ struct Model {
   double compile_s = 0;
 };
 
-// The tutorial's graph with the training set shared and sliced on the device by index.
-// teX: the test set as a shared variable (resident on the device, as PyTorch's baseline keeps
-// it), or undefined to upload the host test set each epoch as the Theano tutorial does.
-Model build(const std::string& backend, const Variable& trX, const Variable& trY,
-            const Variable& teX, std::int64_t bs, bool read_cost, std::uint64_t seed) {
-  auto t0 = Clock::now();
-  Variable X = fmatrix("X"), Y = fmatrix("Y");
-  Variable w = shared(random_normal({784, 10}, 0.0, 0.01, seed), "w");
-  Variable py_x = nnet::softmax(dot(X, w));
-  Variable y_pred = argmax(py_x, 1);
-  Variable cost = mean(nnet::categorical_crossentropy(py_x, Y));
-  Variable g = grad(cost, w);
-  Variable i = lscalar("i");
-  FunctionOptions opts;
-  opts.backend = backend;
-  opts.name = read_cost ? "train" : "train_updates_only";
-  Givens givens = {{X, subtensor(trX, {Slice(i * bs, (i + 1) * bs)})},
-                   {Y, subtensor(trY, {Slice(i * bs, (i + 1) * bs)})}};
-  std::vector<Variable> outs;
-  if (read_cost) outs.push_back(cost);
-  Function train = function({i}, outs, {{w, w - g * 0.05}}, givens, opts);
-  opts.name = "predict";
-  Function predict = static_cast<bool>(teX) ? function({}, {y_pred}, {}, {{X, teX}}, opts)
-                                            : function({X}, {y_pred}, {}, opts);
-  return {w, train, predict, static_cast<bool>(teX), since(t0)};
+// The tutorial's model (models/) with the training set shared and sliced on the device by
+// index. data.test_x: the test set as a shared variable (resident on the device, as PyTorch's
+// baseline keeps it), or empty to upload the host test set each epoch as the tutorial does.
+// compile_s: the two functions timed (the builder compiles these first, on a cold cache).
+Model build(const std::string& backend, models::ResidentData data, bool read_cost,
+            std::uint64_t seed) {
+  models::SoftmaxRegressionOptions o;
+  o.backend = backend;
+  o.seed = seed;
+  data.return_cost = read_cost;
+  o.resident = data;
+  models::SoftmaxRegression m = models::build_softmax_regression(o);
+  const bool resident_test = m.predict_test.has_value();
+  Function predict = resident_test ? *m.predict_test : m.predict;
+  return {m.w, *m.train_index, predict, resident_test,
+          m.train_index->compile_seconds() + predict.compile_seconds()};
 }
 
 struct RunResult {
@@ -140,12 +130,15 @@ int main(int argc, char** argv) {
     const double load_s = since(t_load);
     // The tutorial's zip(range(0, n, bs), range(bs, n, bs)): full batches only (468).
     const std::int64_t n_steps = (d.trX.shape()[0] - 1) / bs;
-    Variable trX = shared(d.trX, "trX"), trY = shared(d.trY, "trY"), teXs = shared(d.teX, "teX");
+    // One copy of the dataset on the device, shared by every model below.
+    const models::ResidentData data = models::make_resident_data(d.trX, d.trY, d.teX, bs);
+    models::ResidentData no_test = data;
+    no_test.test_x = Variable();
 
     // Cold compile: empty kernel cache. Warm: the same graphs again (disk cache hits).
-    Model m = build(backend, trX, trY, teXs, bs, true, 42);
+    Model m = build(backend, data, true, 42);
     const double cold_s = m.compile_s;
-    Model warm = build(backend, trX, trY, teXs, bs, true, 42);
+    Model warm = build(backend, data, true, 42);
     const double warm_s = warm.compile_s;
     fmt::print(
         "device: {}\nbackend: {}\nload: {:.3f} s\ncompile train+predict: cold {:.3f} s, "
@@ -187,11 +180,11 @@ int main(int argc, char** argv) {
     };
     {
       // The tutorial's literal predict(teX): the 31 MB test set uploaded every epoch.
-      Model ht = build(backend, trX, trY, Variable(), bs, true, 42);
+      Model ht = build(backend, no_test, true, 42);
       add_variant("host_test_set (upload teX)", ht);
     }
     {
-      Model u = build(backend, trX, trY, teXs, bs, false, 42);
+      Model u = build(backend, data, false, 42);
       add_variant("updates_only (no cost read)", u);
       // Where an epoch goes: host time to enqueue the steps (no sync), the wait for the
       // device to drain them, and the test pass.
@@ -220,20 +213,18 @@ int main(int argc, char** argv) {
     }
     {
       setenv("THEA_CUDA_GRAPHS", "0", 1);
-      Model ng = build(backend, trX, trY, teXs, bs, true, 42);
+      Model ng = build(backend, data, true, 42);
       add_variant("no_cuda_graphs", ng);
       unsetenv("THEA_CUDA_GRAPHS");
     }
     {
-      // The app's path: host minibatches uploaded every step.
-      Variable X = fmatrix("X"), Y = fmatrix("Y");
-      Variable w = shared(random_normal({784, 10}, 0.0, 0.01, 42), "w");
-      Variable py_x = nnet::softmax(dot(X, w));
-      Variable cost = mean(nnet::categorical_crossentropy(py_x, Y));
-      FunctionOptions o;
+      // The app's --no-resident path: host minibatches uploaded every step.
+      models::SoftmaxRegressionOptions o;
       o.backend = backend;
-      Function train = function({X, Y}, {cost}, {{w, w - grad(cost, w) * 0.05}}, o);
-      Function predict = function({X}, {argmax(py_x, 1)}, {}, o);
+      o.seed = 42;
+      models::SoftmaxRegression hm = models::build_softmax_regression(o);
+      Function& train = hm.train;
+      Function& predict = hm.predict;
       std::vector<Tensor> xs, ys;
       for (std::int64_t s = 0; s < n_steps; ++s) {
         xs.push_back(d.trX.slice(0, s * bs, (s + 1) * bs));

@@ -1,6 +1,8 @@
 #include "thea/models/softmax_regression.hpp"
 
+#include <limits>
 #include <string>
+#include <tuple>
 
 #include "thea/error.hpp"
 #include "thea/grad.hpp"
@@ -25,7 +27,43 @@ void check_labels(const Tensor& predicted, const Tensor& labels, const char* whe
                      labels.describe() + " must be vectors of the same length");
 }
 
+// A resident dataset variable: shared, float32, a matrix with `cols` columns.
+void check_resident(const Variable& v, const char* field, std::int64_t cols, const char* what) {
+  const std::string where = std::string("build_softmax_regression: ResidentData.") + field;
+  if (!v) throw ValueError(where + " is an empty Variable (make_resident_data makes it)");
+  if (!v.is_shared())
+    throw ValueError(where + " must be a shared variable holding the data, but " + v.describe() +
+                     " is not (make_resident_data makes one from a tensor)");
+  if (v.dtype() != Dtype::Float32)
+    throw TypeError(where + " is " + v.describe() + " of dtype " + dtype_name(v.dtype()) +
+                    ", the model needs float32 " + what);
+  const Shape& shape = v.type().shape;
+  if (shape.size() != 2 || shape[1] != cols)
+    throw ShapeError(where + " has shape " + shape_str(shape) + ", the model needs (N, " +
+                     std::to_string(cols) + ") " + what);
+  if (shape[0] <= 0) throw ValueError(where + " holds no examples");
+}
+
 }  // namespace
+
+ResidentData make_resident_data(const Tensor& train_x, const Tensor& train_y, const Tensor& test_x,
+                                std::int64_t batch_size) {
+  auto share = [](const Tensor& t, const char* name) {
+    if (!t.defined())
+      throw ValueError(std::string("make_resident_data: ") + name + " is an undefined tensor");
+    if (!is_float(t.dtype()))
+      throw TypeError(std::string("make_resident_data: ") + name + " is " + t.describe() +
+                      ", the model needs float32 (float64 is converted)");
+    // shared() copies; convert only when needed (the training set may be large).
+    return shared(t.dtype() == Dtype::Float32 ? t : t.astype(Dtype::Float32), name);
+  };
+  ResidentData d;
+  d.train_x = share(train_x, "trX");
+  d.train_y = share(train_y, "trY");
+  if (test_x.defined()) d.test_x = share(test_x, "teX");
+  d.batch_size = batch_size;
+  return d;
+}
 
 SoftmaxRegression build_softmax_regression(const SoftmaxRegressionOptions& options) {
   if (options.n_in <= 0 || options.n_out <= 0)
@@ -63,6 +101,44 @@ SoftmaxRegression build_softmax_regression(const SoftmaxRegressionOptions& optio
   FunctionOptions predict_opts = train_opts;
   predict_opts.name = "predict";
 
+  // The resident functions first, so that their compile time (Function::compile_seconds)
+  // is measured with a cold kernel cache, not after the input path warmed it.
+  ResidentData data;
+  Variable index;
+  std::int64_t n_batches = 0;
+  std::optional<Function> train_index, predict_test;
+  if (options.resident) {
+    data = *options.resident;
+    check_resident(data.train_x, "train_x", options.n_in, "examples");
+    check_resident(data.train_y, "train_y", options.n_out, "one-hot targets");
+    const std::int64_t n = data.train_x.type().shape[0];
+    if (data.train_y.type().shape[0] != n)
+      throw ShapeError("build_softmax_regression: ResidentData.train_x holds " + std::to_string(n) +
+                       " examples but train_y " + std::to_string(data.train_y.type().shape[0]) +
+                       " targets");
+    if (data.batch_size <= 0 || data.batch_size > n)
+      throw ValueError("build_softmax_regression: ResidentData.batch_size must be in [1, " +
+                       std::to_string(n) + "] (the training examples), got " +
+                       std::to_string(data.batch_size));
+    if (data.test_x) check_resident(data.test_x, "test_x", options.n_in, "examples");
+    n_batches = n / data.batch_size;
+
+    // Theano's givens={X: trX[i*bs:(i+1)*bs], Y: trY[i*bs:(i+1)*bs]}.
+    index = lscalar("i");
+    const std::int64_t bs = data.batch_size;
+    Givens givens = {{X, subtensor(data.train_x, {Slice(index * bs, (index + 1) * bs)})},
+                     {Y, subtensor(data.train_y, {Slice(index * bs, (index + 1) * bs)})}};
+    FunctionOptions o = train_opts;
+    o.name = data.return_cost ? "train_index" : "train_index_updates_only";
+    std::vector<Variable> outs;
+    if (data.return_cost) outs.push_back(cost);
+    train_index = function({index}, outs, updates, givens, o);
+    if (data.test_x) {
+      o.name = "predict_test";
+      predict_test = function({}, {y_pred}, {}, {{X, data.test_x}}, o);
+    }
+  }
+
   auto train = function({X, Y}, {cost}, updates, train_opts);
   auto predict = function({X}, {y_pred}, {}, predict_opts);
   return SoftmaxRegression{.X = X,
@@ -72,7 +148,12 @@ SoftmaxRegression build_softmax_regression(const SoftmaxRegressionOptions& optio
                            .y_pred = y_pred,
                            .cost = cost,
                            .train = std::move(train),
-                           .predict = std::move(predict)};
+                           .predict = std::move(predict),
+                           .data = data,
+                           .index = index,
+                           .n_batches = n_batches,
+                           .train_index = std::move(train_index),
+                           .predict_test = std::move(predict_test)};
 }
 
 float SoftmaxRegression::train_step(const Tensor& x, const Tensor& y_onehot) {
@@ -80,6 +161,56 @@ float SoftmaxRegression::train_step(const Tensor& x, const Tensor& y_onehot) {
 }
 
 Tensor SoftmaxRegression::predict_labels(const Tensor& x) { return predict({x})[0]; }
+
+float SoftmaxRegression::train_batch(std::int64_t i) {
+  if (!train_index)
+    throw ValueError(
+        "SoftmaxRegression::train_batch: the model was built without resident data "
+        "(SoftmaxRegressionOptions::resident); use train_step");
+  // Out of range, the slice of the shared set would be short or empty (numpy semantics) and
+  // the step would silently train on it.
+  if (i < 0 || i >= n_batches)
+    throw ValueError("SoftmaxRegression::train_batch: minibatch " + std::to_string(i) +
+                     " is out of range: " + data.train_x.describe() + " holds " +
+                     std::to_string(n_batches) + " minibatches of " +
+                     std::to_string(data.batch_size) + " (valid: 0.." +
+                     std::to_string(n_batches - 1) + ")");
+  auto out = (*train_index)({Tensor::scalar(static_cast<double>(i), Dtype::Int64)});
+  return out.empty() ? std::numeric_limits<float>::quiet_NaN() : out[0].item<float>();
+}
+
+Tensor SoftmaxRegression::predict_test_labels() {
+  if (!predict_test)
+    throw ValueError(
+        "SoftmaxRegression::predict_test_labels: the model has no resident test set "
+        "(ResidentData::test_x); use predict_labels");
+  return (*predict_test)({})[0];
+}
+
+void SoftmaxRegression::set_train_data(const Tensor& x, const Tensor& y_onehot) {
+  if (!train_index)
+    throw ValueError(
+        "SoftmaxRegression::set_train_data: the model was built without resident "
+        "data (SoftmaxRegressionOptions::resident)");
+  for (auto [t, v, what] : {std::tuple{&x, &data.train_x, "examples"},
+                            std::tuple{&y_onehot, &data.train_y, "targets"}}) {
+    if (!t->defined())
+      throw ValueError(std::string("SoftmaxRegression::set_train_data: the ") + what +
+                       " are an undefined tensor");
+    if (t->shape() != v->type().shape)
+      throw ShapeError(std::string("SoftmaxRegression::set_train_data: the new ") + what + " are " +
+                       t->describe() + ", but " + v->describe() + " holds " +
+                       shape_str(v->type().shape) + " (the shape cannot change)");
+    if (!is_float(t->dtype()))
+      throw TypeError(std::string("SoftmaxRegression::set_train_data: the new ") + what + " are " +
+                      t->describe() + ", the model needs float32 (float64 is converted)");
+  }
+  auto f32 = [](const Tensor& t) {
+    return t.dtype() == Dtype::Float32 ? t : t.astype(Dtype::Float32);
+  };
+  data.train_x.set_value(f32(x));  // set_value copies
+  data.train_y.set_value(f32(y_onehot));
+}
 
 Tensor SoftmaxRegression::weights() const { return w.get_value(); }
 

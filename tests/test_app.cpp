@@ -11,8 +11,11 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "test_util.hpp"
+#include "thea/backend.hpp"
 #include "thea/tensor.hpp"
 
 namespace fs = std::filesystem;
@@ -353,6 +356,79 @@ TEST_CASE("end-to-end on a few hundred real MNIST images") {
   CHECK_MESSAGE(rows[7][2] > 0.7, r.out);
   CHECK(contains(r.out, "800 training") == false);  // load info goes to stderr, not stdout
   CHECK(contains(r.err, "800 training / 500 test"));
+}
+
+TEST_CASE("--resident: the same accuracies and bit-identical weights as host minibatches") {
+  for (const std::string backend : {"reference", "cpu"}) {
+    CAPTURE(backend);
+    if (!thea::testing::backend_available(backend)) continue;
+    // Batches of 128 are what the tutorial uses (and what a row-blocked schedule splits).
+    for (auto [batch, shuffle] :
+         {std::pair<std::string, bool>{"32", false}, {"32", true}, {"128", false}}) {
+      CAPTURE(batch);
+      CAPTURE(shuffle);
+      const fs::path w_in = scratch() / "w_input.npy", w_res = scratch() / "w_resident.npy";
+      std::vector<std::string> args = {"--data",       synthetic_data().string(),
+                                       "--backend",    backend,
+                                       "--epochs",     "3",
+                                       "--batch-size", batch,
+                                       "--lr",         "0.5",
+                                       "--seed",       "7"};
+      if (shuffle) args.push_back("--shuffle");
+      auto with = [&](const std::string& flag, const fs::path& w) {
+        auto a = args;
+        a.insert(a.end(), {flag, "--save", w.string()});
+        return run_app(a);
+      };
+      auto in = with("--no-resident", w_in);
+      auto res = with("--resident", w_res);
+      REQUIRE_MESSAGE(in.code == 0, in.err);
+      REQUIRE_MESSAGE(res.code == 0, res.err);
+      CHECK_MESSAGE(contains(res.out, "backend " + backend + ", dataset resident"), res.out);
+      CHECK(contains(res.err, "(dataset resident)"));
+      CHECK(!contains(in.out, "resident"));
+      // Per-epoch accuracy lines, then the summary: all but the timing lines agree.
+      auto li = lines_of(in.out), lr = lines_of(res.out);
+      REQUIRE(li.size() > 3);
+      for (int e = 0; e < 3; ++e) CHECK(li[e] == lr[e]);
+      const std::string wi = slurp(w_in), wr = slurp(w_res);
+      CHECK(!wi.empty());
+      CHECK(wi == wr);
+    }
+  }
+}
+
+TEST_CASE("--resident and --no-resident exclude each other; --help lists them") {
+  auto r = run_app({"--data", synthetic_data().string(), "--resident", "--no-resident"});
+  CHECK(r.code == 2);
+  CHECK_MESSAGE(contains(r.err, "excludes"), r.err);
+  auto h = run_app({"--help"});
+  CHECK(contains(h.out, "--resident"));
+  CHECK(contains(h.out, "--no-resident"));
+}
+
+TEST_CASE("--resident on a real MNIST subset matches host minibatches bit for bit") {
+  if (!have_real_mnist()) {
+    MESSAGE("skipped: no MNIST in " << real_mnist().string() << " (run scripts/fetch-mnist)");
+    return;
+  }
+  const std::string backend = thea::testing::backend_available("cpu") ? "cpu" : "reference";
+  const fs::path w_in = scratch() / "real_in.npy", w_res = scratch() / "real_res.npy";
+  std::vector<std::string> args = {"--data",    real_mnist().string(),
+                                   "--backend", backend,
+                                   "--ntrain",  "3000",
+                                   "--ntest",   "1000",
+                                   "--epochs",  "2",
+                                   "--quiet"};
+  auto a = args, b = args;
+  a.insert(a.end(), {"--no-resident", "--save", w_in.string()});
+  b.insert(b.end(), {"--resident", "--save", w_res.string()});
+  auto in = run_app(a), res = run_app(b);
+  REQUIRE_MESSAGE(in.code == 0, in.err);
+  REQUIRE_MESSAGE(res.code == 0, res.err);
+  CHECK(lines_of(in.out).size() == 2);
+  CHECK(in.out == res.out);
+  CHECK(slurp(w_in) == slurp(w_res));
 }
 
 #endif

@@ -157,6 +157,41 @@ inline Case int_dot_case() {
   return c;
 }
 
+// take and inc_rows over one dtype: strided and transposed sources, rank 1 and 3, negative
+// and repeated indices (inc_rows sums duplicates in index order), int32/int64/uint8 indices,
+// broadcast updates, empty index vectors, and Take's gradient (an inc_rows into zeros).
+inline Case gather_scatter_case(Dtype d) {
+  Case c;
+  Variable x = tensor(d, 2, "x"), v = tensor(d, 1, "v"), t3 = tensor(d, 3, "t3");
+  Variable y = tensor(d, 2, "y"), row = tensor(d, Shape{1, -1}, "row");
+  Variable i64 = lvector("i64"), i32 = ivector("i32"), u8 = bvector("u8"), none = lvector("none");
+  c.inputs = {x, v, t3, y, row, i64, i32, u8, none};
+  auto& o = c.outputs;
+  try_add(o, [&] { return take(x, i64); });
+  try_add(o, [&] { return take(x.T(), i32); });
+  try_add(o, [&] { return take(subtensor(x, {Slice(std::nullopt, std::nullopt, 2)}), u8); });
+  try_add(o, [&] { return take(v, i64); });
+  try_add(o, [&] { return take(t3, i32); });
+  try_add(o, [&] { return take(x, none); });
+  try_add(o, [&] { return inc_rows(x, i64, y); });    // duplicates: rows 1 and 3 twice
+  try_add(o, [&] { return inc_rows(x, i64, row); });  // one row broadcast to every index
+  try_add(o, [&] { return inc_rows(x.T(), u8, take(x.T(), u8)); });  // a view as x
+  try_add(o, [&] { return inc_rows(v, i32, take(v, i32)); });
+  try_add(o, [&] { return inc_rows(t3, i64, take(t3, i64)); });
+  try_add(o, [&] { return inc_rows(x, none, take(x, none)); });
+  if (is_float(d)) try_add(o, [&] { return grad(sum(sqr(take(x, i64))), x); });
+  c.args = {sample({5, 4}, d, 31),
+            sample({6}, d, 32),
+            sample({4, 2, 3}, d, 33),
+            sample({6, 4}, d, 34),
+            sample({1, 4}, d, 35),
+            Tensor::from_vector<std::int64_t>({1, 3, -1, 1, 0, 3}),
+            Tensor::from_vector<std::int32_t>({3, -4, 0, 2}),
+            Tensor::from_vector<std::uint8_t>({2, 0, 2}),
+            Tensor::zeros({0}, Dtype::Int64)};
+  return c;
+}
+
 // allclose that also accepts matching NaNs and infinities (integer division by zero).
 inline bool same_values(const Tensor& a, const Tensor& b, double rtol, double atol) {
   if (a.shape() != b.shape()) return false;

@@ -32,20 +32,17 @@ void register_emu() {
   (void)done;
 }
 
+// The CUDA backend's plan for a case's outputs.
+cuda::Plan lower_case(const Case& c) {
+  std::vector<NodePtr> ins, outs;
+  for (const Variable& v : c.inputs) ins.push_back(v.node());
+  for (const Variable& v : c.outputs) outs.push_back(v.node());
+  FunctionGraph fg(ins, outs, {});
+  return cuda::lower(fg);
+}
+
 void compile_nvrtc(const Case& c, const std::string& what) {
-  FunctionGraph fg(
-      [&] {
-        std::vector<NodePtr> n;
-        for (const Variable& v : c.inputs) n.push_back(v.node());
-        return n;
-      }(),
-      [&] {
-        std::vector<NodePtr> n;
-        for (const Variable& v : c.outputs) n.push_back(v.node());
-        return n;
-      }(),
-      {});
-  cuda::Plan plan = cuda::lower(fg);
+  cuda::Plan plan = lower_case(c);
   REQUIRE_FALSE(plan.source.empty());
   auto out = cuda::compile_cuda(cuda::nvrtc_source(plan.source), {90, true},
                                 cuda::default_nvrtc_options(), nullptr, what);
@@ -74,6 +71,24 @@ TEST_CASE("nnet, one_hot, dot and view kernels compile to sm_90") {
     compile_nvrtc(float_case(d), std::string("nnet_") + dtype_name(d));
   }
   compile_nvrtc(int_dot_case(), "int_dot");
+}
+
+TEST_CASE("take and inc_rows compile to sm_90 for every dtype") {
+  for (Dtype d : kDtypes) {
+    CAPTURE(dtype_name(d));
+    Case c = gather_scatter_case(d);
+    compile_nvrtc(c, std::string("gather_scatter_") + dtype_name(d));
+    // Both run on the device: nothing blocks graph capture.
+    cuda::Plan plan = lower_case(c);
+    int takes = 0, incs = 0;
+    for (const cuda::Step& st : plan.steps) {
+      CHECK_MESSAGE(st.kind != cuda::StepKind::HostOp, st.node->describe());
+      takes += st.kind == cuda::StepKind::Take;
+      incs += st.kind == cuda::StepKind::IncRows;
+    }
+    CHECK(takes >= 5);
+    CHECK(incs >= (d == Dtype::Bool ? 0 : 5));
+  }
 }
 
 TEST_CASE("random graphs' kernels compile to sm_90") {
@@ -106,6 +121,108 @@ TEST_CASE("nnet, one_hot and dot agree with the reference on the emulator") {
   compare_emu(float_case(Dtype::Float32), 1e-5, 1e-5);
   compare_emu(float_case(Dtype::Float64), 1e-9, 1e-9);
   compare_emu(int_dot_case(), 0, 0);
+}
+
+TEST_CASE("take and inc_rows agree with the reference on the emulator, bit for bit") {
+  // inc_rows adds duplicate rows in index order as the reference does: same rounding.
+  for (Dtype d : kDtypes) {
+    CAPTURE(dtype_name(d));
+    compare_emu(gather_scatter_case(d), 0, 0);
+  }
+}
+
+TEST_CASE("take/inc_rows indices out of range raise a ValueError naming the op") {
+  register_emu();
+  FunctionOptions eo;
+  eo.backend = "cuda_emu";
+  Variable x = fmatrix("x"), y = fmatrix("y");
+  Variable i = lvector("i");
+  Function t = function({x, i}, {take(x, i)}, {}, eo);
+  Function r = function({x, i, y}, {inc_rows(x, i, y)}, {}, eo);
+  Tensor xv = Tensor::random_normal({3, 2}, 0, 1, 1), yv = Tensor::random_normal({2, 2}, 0, 1, 2);
+  Tensor good = Tensor::from_vector<std::int64_t>({2, -3});
+  CHECK_NOTHROW(t({xv, good}));
+  for (std::int64_t bad : {3, -4}) {
+    CAPTURE(bad);
+    Tensor iv = Tensor::from_vector<std::int64_t>({0, bad});
+    CHECK_THROWS_WITH_AS(t({xv, iv}), doctest::Contains("take"), ValueError);
+    CHECK_THROWS_WITH_AS(r({xv, iv, yv}), doctest::Contains("inc_rows"), ValueError);
+    CHECK_THROWS_WITH_AS(r({xv, iv, yv}), doctest::Contains("out of range"), ValueError);
+  }
+  // Empty rows: the index is still checked.
+  Tensor empty_rows = Tensor::zeros({3, 0});
+  CHECK_THROWS_AS(t({empty_rows, Tensor::from_vector<std::int64_t>({5}, {1})}), ValueError);
+  // The error is cleared: good calls work again, with the reference's values.
+  CHECK(allclose(t({xv, good})[0], Tensor::from_list({{xv.get({2, 0}), xv.get({2, 1})},
+                                                      {xv.get({0, 0}), xv.get({0, 1})}})));
+}
+
+TEST_CASE("inc_rows replayed: x copied into the output every call, also from a per-call slice") {
+  register_emu();
+  // x a function input, and x a slice of a shared table whose start changes per call (a
+  // dynamic pointer: copied to a buffer of its own first, as a captured copy cannot follow it).
+  Variable table = shared(Tensor::random_normal({9, 3}, 0, 1, 7), "table");
+  Variable x = fmatrix("x"), y = fmatrix("y");
+  Variable ids = lvector("ids"), k = lscalar("k");
+  std::vector<Variable> outs = {inc_rows(x, ids, y),
+                                inc_rows(subtensor(table, {Slice(k, k + 4)}), ids, y * 2.0f),
+                                take(subtensor(table, {Slice(k, k + 4)}), ids)};
+  FunctionOptions ro, eo;
+  ro.backend = "reference";
+  eo.backend = "cuda_emu";
+  Function ref = function({x, ids, y, k}, outs, {}, ro);
+  Function emu = function({x, ids, y, k}, outs, {}, eo);
+  for (int call = 0; call < 5; ++call) {  // eager, capture, replays with new values
+    CAPTURE(call);
+    std::vector<Tensor> args = {Tensor::random_normal({4, 3}, 0, 1, 100 + call),
+                                Tensor::from_vector<std::int64_t>({call % 4, 1, -1, call % 4, 2}),
+                                Tensor::random_normal({5, 3}, 0, 1, 200 + call),
+                                Tensor::scalar(call, Dtype::Int64)};
+    auto want = ref(args), got = emu(args);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      CAPTURE(i);
+      CHECK(allclose(got[i], want[i], 0, 0));
+    }
+  }
+}
+
+TEST_CASE("lowering: an embedding update is one in-place inc_rows kernel, replayed") {
+  register_emu();
+  // E <- inc_rows(E, ids, -lr * g): the rows the minibatch used, updated in E's own buffer.
+  auto build = [](const std::string& backend, Variable* e_out) {
+    Variable E = shared(Tensor::random_normal({7, 3}, 0, 1, 5), "E");
+    Variable ids = lvector("ids"), t = fmatrix("t");
+    Variable rows = take(E, ids);
+    Variable cost = sum(sqr(rows - t));
+    Variable g = grad(cost, rows);
+    FunctionOptions o;
+    o.backend = backend;
+    *e_out = E;
+    return function({ids, t}, {cost}, {{E, inc_rows(E, ids, g * -0.1f)}}, o);
+  };
+  Variable e_ref, e_emu;
+  Function ref = build("reference", &e_ref), emu = build("cuda_emu", &e_emu);
+  Tensor tv = Tensor::random_normal({4, 3}, 0, 1, 6);
+  for (int call = 0; call < 4; ++call) {  // eager, capture, replays
+    Tensor ids = Tensor::from_vector<std::int64_t>({call % 7, 2, -1, 2});
+    CAPTURE(call);
+    CHECK(emu({ids, tv})[0].item<double>() == doctest::Approx(ref({ids, tv})[0].item<double>()));
+    CHECK(allclose(e_emu.get_value(), e_ref.get_value(), 1e-6, 1e-6));
+  }
+
+  Variable E = shared(Tensor::zeros({7, 3}), "E");
+  Variable ids = lvector("ids"), y = fmatrix("y");
+  FunctionGraph fg({ids.node(), y.node()}, {}, {{E.node(), inc_rows(E, ids, y).node()}});
+  run_rewrites(fg);
+  cuda::Plan plan = cuda::lower(fg);
+  INFO(plan.describe());
+  int inplace = 0;
+  for (const cuda::Step& st : plan.steps) {
+    CHECK(st.kind != cuda::StepKind::HostOp);
+    CHECK(st.kind != cuda::StepKind::UpdateCopy);
+    if (st.kind == cuda::StepKind::IncRows && st.target >= 0) ++inplace;
+  }
+  CHECK(inplace == 1);
 }
 
 TEST_CASE("bad labels raise a ValueError after the kernel ran") {

@@ -1,8 +1,9 @@
 // The CUDA backend on a real GPU, against the reference backend: every op x dtype, the
 // fused nnet ops, dot, the tutorial's training step with the dataset resident on the
-// device (and replayed as a CUDA graph), shared variables moving between backends and
-// functions, large shapes, and random graphs. Without a usable GPU every case says why it
-// is skipped and passes (CI); scripts/gpu-check runs this suite on a GPU machine.
+// device (and replayed as a CUDA graph; also through models/), take/inc_rows, shared
+// variables moving between backends and functions, large shapes, and random graphs. Without a
+// usable GPU every case says why it is skipped and passes (CI); scripts/gpu-check runs this suite
+// on a GPU machine.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -14,6 +15,7 @@
 
 #include "fuzz/graph_gen.hpp"
 #include "test_cuda_cases.hpp"
+#include "thea/models/softmax_regression.hpp"
 #include "thea/thea.hpp"
 
 #if THEA_HAVE_CUDA
@@ -72,6 +74,36 @@ TEST_CASE("gpu: nnet, fused ops, one_hot and dot") {
   compare_backends(float_case(Dtype::Float32), "cuda", 2e-5, 2e-5);
   compare_backends(float_case(Dtype::Float64), "cuda", 1e-9, 1e-9);
   compare_backends(int_dot_case(), "cuda", 0, 0);
+}
+
+TEST_CASE("gpu: take and inc_rows (gather, scatter-add with duplicates), every dtype") {
+  if (!gpu_or_skip()) return;
+  for (Dtype d : kDtypes) {
+    CAPTURE(dtype_name(d));
+    compare_backends(gather_scatter_case(d), "cuda", 0, 0);
+  }
+}
+
+TEST_CASE("gpu: the softmax-regression model's resident functions match the reference") {
+  if (!gpu_or_skip()) return;
+  Tensor x = Tensor::random_normal({300, 20}, 0, 1, 41);
+  Tensor y = Tensor::zeros({300, 10});
+  for (std::int64_t i = 0; i < 300; ++i) y.set({i, (i * 3) % 10}, 1.0);
+  auto build = [&](const std::string& backend) {
+    models::SoftmaxRegressionOptions o;
+    o.n_in = 20;
+    o.backend = backend;
+    o.resident = models::make_resident_data(x, y, x, 64);
+    return models::build_softmax_regression(o);
+  };
+  auto ref = build("reference"), gpu = build("cuda");
+  REQUIRE(gpu.n_batches == 4);
+  for (int e = 0; e < 3; ++e)  // eager, capture, replays
+    for (std::int64_t b = 0; b < gpu.n_batches; ++b)
+      CHECK(gpu.train_batch(b) == doctest::Approx(ref.train_batch(b)).epsilon(1e-5));
+  CHECK(allclose(gpu.weights(), ref.weights(), 1e-4, 1e-6));
+  CHECK(allclose(gpu.predict_test_labels(), ref.predict_test_labels()));
+  CHECK_THROWS_WITH_AS(gpu.train_batch(4), doctest::Contains("out of range"), ValueError);
 }
 
 TEST_CASE("gpu: large shapes: grid-stride loops, long rows, many rows") {

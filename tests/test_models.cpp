@@ -1,12 +1,19 @@
-// models/: the softmax-regression builder (the tutorial's graph, train and predict) and
-// its helpers, on small hand-checkable data.
+// models/: the softmax-regression builder (the tutorial's graph, train and predict, and the
+// resident-data functions) and its helpers, on small hand-checkable data.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "test_util.hpp"
+#include "thea/data/mnist.hpp"
 #include "thea/models/softmax_regression.hpp"
 #include "thea/thea.hpp"
+
+#if THEA_HAVE_CUDA
+#include "cuda/cuda_backend.hpp"
+#endif
 
 using thea::Dtype;
 using thea::Tensor;
@@ -209,4 +216,214 @@ TEST_CASE("every available backend trains the model as the reference does") {
     CHECK(thea::allclose(m.weights(), ref.weights(), 1e-4, 1e-6));
     CHECK(thea::allclose(m.predict_labels(x), ref_pred, 0, 0));
   }
+}
+
+// ---------------------------------------------------------------- resident data
+
+namespace {
+
+bool bit_equal(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && a.to_vector() == b.to_vector();
+}
+
+// The same model trained twice from the same weights: minibatch tensors as inputs, and the
+// resident path (shared dataset sliced by index). Costs and weights must be bit-identical.
+void check_resident_matches_input(const Tensor& x, const Tensor& y, const Tensor& test_x,
+                                  models::SoftmaxRegressionOptions o, std::int64_t bs, int epochs) {
+  auto input = models::build_softmax_regression(o);
+  o.resident = models::make_resident_data(x, y, test_x, bs);
+  auto res = models::build_softmax_regression(o);
+  REQUIRE(res.resident());
+  CHECK_FALSE(input.resident());
+  CHECK(res.train_index->backend_name() == input.train.backend_name());
+  REQUIRE(bit_equal(res.weights(), input.weights()));
+  const std::int64_t batches = x.shape()[0] / bs;
+  CHECK(res.n_batches == batches);
+  const Tensor xf = x.astype(Dtype::Float32), yf = y.astype(Dtype::Float32);
+  for (int e = 0; e < epochs; ++e) {
+    for (std::int64_t b = 0; b < batches; ++b) {
+      CAPTURE(e);
+      CAPTURE(b);
+      const float c_in =
+          input.train_step(xf.slice(0, b * bs, (b + 1) * bs), yf.slice(0, b * bs, (b + 1) * bs));
+      const float c_res = res.train_batch(b);
+      CHECK(c_res == c_in);
+      CHECK(bit_equal(res.weights(), input.weights()));
+    }
+    CHECK(bit_equal(res.weights(), input.weights()));
+    CHECK(bit_equal(res.predict_test_labels(), input.predict_labels(test_x)));
+  }
+}
+
+models::SoftmaxRegressionOptions resident_options(const std::string& backend) {
+  auto o = small_options();
+  o.backend = backend;
+  o.resident = models::make_resident_data(Tensor::zeros({9, 4}), Tensor::zeros({9, 3}),
+                                          Tensor::zeros({2, 4}), 4);
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("resident data: the index path gives the input path's weights bit for bit") {
+  Tensor x, y, labels;
+  make_data(301, x, y, labels);  // 301 = 2 batches of 128 + a dropped partial batch of 45
+  Tensor test_x, test_y, test_labels;
+  make_data(12, test_x, test_y, test_labels);
+  for (const std::string backend : {"reference", "cpu"}) {
+    CAPTURE(backend);
+    if (!thea::testing::backend_available(backend)) continue;
+    auto o = small_options();
+    o.backend = backend;
+    check_resident_matches_input(x, y, test_x, o, 128, 3);
+    check_resident_matches_input(x, y, test_x, o, 8, 1);
+  }
+}
+
+TEST_CASE("resident data: the same on a real MNIST subset (skipped without data/mnist)") {
+  const std::string dir = std::string(THEA_SOURCE_DIR) + "/data/mnist";
+  thea::data::Mnist d;
+  try {
+    d = thea::data::load_mnist(dir, 1000, 300);
+  } catch (const thea::Error& e) {
+    MESSAGE("skipped: no MNIST in " << dir << ": " << std::string(e.what()));
+    return;
+  }
+  for (const std::string backend : {"reference", "cpu"}) {
+    CAPTURE(backend);
+    if (!thea::testing::backend_available(backend)) continue;
+    models::SoftmaxRegressionOptions o;  // the tutorial's 784 x 10, lr 0.05, seed 42
+    o.backend = backend;
+    check_resident_matches_input(d.trX, d.trY, d.teX, o, 128, 2);
+  }
+}
+
+TEST_CASE("resident data: updates-only steps, replaced training data, shared datasets") {
+  Tensor x, y, labels;
+  make_data(24, x, y, labels);
+  auto o = small_options();
+  auto input = models::build_softmax_regression(o);
+  o.resident = models::make_resident_data(x, y, Tensor(), 6);
+  o.resident->return_cost = false;
+  auto res = models::build_softmax_regression(o);
+  CHECK(res.train_index->name() == "train_index_updates_only");
+  CHECK_FALSE(res.predict_test.has_value());
+  CHECK(std::isnan(res.train_batch(2)));
+  input.train_step(x.slice(0, 12, 18), y.slice(0, 12, 18));
+  CHECK(bit_equal(res.weights(), input.weights()));
+
+  // New (here: reversed) examples in the same shared variables; the next steps use them.
+  Tensor xr = Tensor::zeros({24, 4}), yr = Tensor::zeros({24, 3});
+  for (std::int64_t i = 0; i < 24; ++i)
+    for (std::int64_t j = 0; j < 4; ++j) {
+      xr.set({i, j}, x.get({23 - i, j}));
+      if (j < 3) yr.set({i, j}, y.get({23 - i, j}));
+    }
+  res.set_train_data(xr, yr);
+  res.train_batch(0);
+  input.train_step(xr.slice(0, 0, 6), yr.slice(0, 0, 6));
+  CHECK(bit_equal(res.weights(), input.weights()));
+  CHECK(bit_equal(res.data.train_x.get_value(), xr.astype(Dtype::Float32)));
+
+  // A second model over the same shared dataset (no second copy of the data).
+  auto o2 = small_options();
+  o2.resident = res.data;
+  o2.resident->return_cost = true;
+  auto other = models::build_softmax_regression(o2);
+  CHECK(other.data.train_x.same_as(res.data.train_x));
+  CHECK(std::isfinite(other.train_batch(3)));
+}
+
+TEST_CASE("resident data: bad minibatch indices and datasets are clear errors") {
+  auto o = resident_options("reference");
+  auto m = models::build_softmax_regression(o);
+  CHECK(m.n_batches == 2);  // 9 examples in batches of 4
+  const Tensor w0 = m.weights();
+  for (std::int64_t bad : {-1, 2, 1000}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(m.train_batch(bad), doctest::Contains("out of range"), thea::ValueError);
+  }
+  CHECK_THROWS_WITH_AS(m.train_batch(2), doctest::Contains("2 minibatches of 4 (valid: 0..1)"),
+                       thea::ValueError);
+  CHECK(bit_equal(m.weights(), w0));  // nothing was trained on a short slice
+  CHECK(std::isfinite(m.train_batch(1)));
+
+  CHECK_THROWS_WITH_AS(m.set_train_data(Tensor::zeros({8, 4}), Tensor::zeros({9, 3})),
+                       doctest::Contains("(9, 4)"), thea::ShapeError);
+  CHECK_THROWS_WITH_AS(m.set_train_data(Tensor::zeros({9, 4}, Dtype::Int32), Tensor::zeros({9, 3})),
+                       doctest::Contains("int32"), thea::TypeError);
+  CHECK_THROWS_AS(m.set_train_data(Tensor(), Tensor::zeros({9, 3})), thea::ValueError);
+
+  auto plain = models::build_softmax_regression(small_options());
+  CHECK_THROWS_WITH_AS(plain.train_batch(0), doctest::Contains("without resident data"),
+                       thea::ValueError);
+  CHECK_THROWS_WITH_AS(plain.predict_test_labels(), doctest::Contains("no resident test set"),
+                       thea::ValueError);
+  CHECK_THROWS_AS(plain.set_train_data(Tensor::zeros({9, 4}), Tensor::zeros({9, 3})),
+                  thea::ValueError);
+
+  auto bad = resident_options("reference");
+  bad.resident->train_x = thea::fmatrix("X");
+  CHECK_THROWS_WITH_AS(models::build_softmax_regression(bad),
+                       doctest::Contains("must be a shared variable"), thea::ValueError);
+  bad = resident_options("reference");
+  bad.resident->train_x = thea::shared(Tensor::zeros({9, 4}, Dtype::Float64), "trX64");
+  CHECK_THROWS_WITH_AS(models::build_softmax_regression(bad), doctest::Contains("float64"),
+                       thea::TypeError);
+  bad = resident_options("reference");
+  bad.resident->train_x = thea::shared(Tensor::zeros({9, 5}), "trX5");
+  CHECK_THROWS_WITH_AS(models::build_softmax_regression(bad), doctest::Contains("(N, 4)"),
+                       thea::ShapeError);
+  bad = resident_options("reference");
+  bad.resident->train_y = thea::shared(Tensor::zeros({8, 3}), "trY8");
+  CHECK_THROWS_WITH_AS(models::build_softmax_regression(bad),
+                       doctest::Contains("9 examples but train_y 8"), thea::ShapeError);
+  bad = resident_options("reference");
+  bad.resident->test_x = thea::shared(Tensor::zeros({2, 3}), "teX3");
+  CHECK_THROWS_WITH_AS(models::build_softmax_regression(bad), doctest::Contains("test_x"),
+                       thea::ShapeError);
+  for (std::int64_t bs : {0, 10}) {
+    bad = resident_options("reference");
+    bad.resident->batch_size = bs;
+    CHECK_THROWS_WITH_AS(models::build_softmax_regression(bad), doctest::Contains("batch_size"),
+                         thea::ValueError);
+  }
+  CHECK_THROWS_AS(models::make_resident_data(Tensor(), Tensor::zeros({9, 3})), thea::ValueError);
+  CHECK_THROWS_WITH_AS(
+      models::make_resident_data(Tensor::zeros({9, 4}, Dtype::Int64), Tensor::zeros({9, 3})),
+      doctest::Contains("int64"), thea::TypeError);
+}
+
+TEST_CASE("resident data on the CUDA backend's SIMT emulator matches the reference") {
+#if THEA_HAVE_CUDA
+  static const bool registered = [] {
+    thea::register_backend("cuda_emu", &thea::make_cuda_emu_backend);
+    return true;
+  }();
+  (void)registered;
+  Tensor x, y, labels;
+  make_data(30, x, y, labels);
+  auto ref_o = small_options();
+  ref_o.resident = models::make_resident_data(x, y, x, 10);
+  auto ref = models::build_softmax_regression(ref_o);
+  auto emu_o = small_options();
+  emu_o.backend = "cuda_emu";
+  emu_o.resident = models::make_resident_data(x, y, x, 10);
+  auto emu = models::build_softmax_regression(emu_o);
+  CHECK(emu.train_index->backend_name() == "cuda_emu");
+  // Every step on the device (no host_op step): the call can be captured and replayed.
+  CHECK_MESSAGE(emu.train_index->debugprint().find("host_op") == std::string::npos,
+                emu.train_index->debugprint());
+  for (int e = 0; e < 2; ++e)
+    for (std::int64_t b = 0; b < 3; ++b) {
+      CAPTURE(b);
+      CHECK(emu.train_batch(b) == doctest::Approx(ref.train_batch(b)).epsilon(1e-5));
+    }
+  CHECK(thea::allclose(emu.weights(), ref.weights(), 1e-4, 1e-6));
+  CHECK(bit_equal(emu.predict_test_labels(), ref.predict_test_labels()));
+  CHECK(bit_equal(emu.predict_test_labels(), emu.predict_labels(x)));
+  CHECK_THROWS_WITH_AS(emu.train_batch(3), doctest::Contains("out of range"), thea::ValueError);
+#else
+  MESSAGE("skipped: built without the CUDA backend");
+#endif
 }

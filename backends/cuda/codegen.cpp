@@ -572,6 +572,79 @@ void render_one_hot(KernelWriter& kw) {
           << "    " << kw.out_ptr() << "[i] = (" << T << ")(c == y ? 1 : 0);\n  }\n";
 }
 
+// Shared by take and inc_rows: a grid over (position k of the indices, element j of a row),
+// with one thread per position when rows are empty so bad indices are still reported. Sets
+// `r` to indices[k] wrapped like numpy (-1: the last row); out of range reports and skips.
+void emit_row_index_loop(KernelWriter& kw, int x, int indices, int rank) {
+  std::vector<int> inner;
+  for (int d = 1; d < rank; ++d) inner.push_back(d);
+  kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n"
+          << "  const long long rows = " << kw.word_dim(x, 0) << ", n = " << kw.word_dim(indices, 0)
+          << ", row_len = " << kw.word_prod(x, inner) << ";\n"
+          << "  const long long row_len1 = row_len > 0 ? row_len : 1;\n";
+  kw.body << grid_loop("n * row_len1");
+  kw.body
+      << "    const long long k = i / row_len1, j = i % row_len1;\n"
+      << "    const long long ik = (long long)" << load1(kw, indices, "k") << ";\n"
+      << "    const long long r = ik < 0 ? ik + rows : ik;\n"
+      << "    if (r < 0 || r >= rows) { if (j == 0) atomicOr(err, THEA_ERR_INDEX); continue; }\n"
+      << "    if (j >= row_len) continue;\n";
+}
+
+// The offset of element (first, coords[1], coords[2], ...) of value v through its strides
+// (broadcast: its strides in the rank-`rank` index space it broadcasts to); without `first`,
+// the offset within axis 0's element.
+std::string strided_offset(KernelWriter& kw, int v, const std::string& first,
+                           const std::vector<std::string>& coords, int rank, bool broadcast) {
+  auto stride = [&](int d) {
+    return broadcast ? kw.word_space_stride(v, d, rank) : kw.word_stride(v, d);
+  };
+  std::string off = first.empty() ? "0" : first + " * " + stride(0);
+  for (int d = 1; d < rank; ++d)
+    off += " + " + coords[static_cast<std::size_t>(d)] + " * " + stride(d);
+  return off;
+}
+
+// out[k, ...] = x[indices[k], ...] (Take::perform), x of any layout, any integer indices.
+void render_take(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int x = st.operands[0].value, ix = st.operands[1].value;
+  const int rank = st.index_rank;
+  emit_row_index_loop(kw, x, ix, rank);
+  std::vector<std::string> c = emit_coords(kw, "    ", "i", st.out, rank, "c");
+  kw.body << "    " << kw.out_ptr() << "[i] = " << kw.ptr(x) << "["
+          << strided_offset(kw, x, "r", c, rank, false) << "];\n  }\n";
+}
+
+// out = x (copied before the launch), then out[indices[k], ...] += y[k, ...] in k order as
+// IncRows::perform does: the thread of the first occurrence of a row sums every later one,
+// so duplicate indices neither race nor change the rounding. O(n) per thread.
+void render_inc_rows(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const int x = st.operands[0].value, ix = st.operands[1].value, y = st.operands[2].value;
+  const int rank = st.index_rank;
+  const std::string T = cuda_type(st.node->type.dtype);
+  emit_row_index_loop(kw, x, ix, rank);
+  kw.body << "    bool first = true;\n"
+          << "    for (long long q = 0; q < k && first; ++q) {\n"
+          << "      const long long iq = (long long)" << load1(kw, ix, "q") << ";\n"
+          << "      first = (iq < 0 ? iq + rows : iq) != r;\n"
+          << "    }\n"
+          << "    if (!first) continue;\n";
+  std::vector<std::string> c = emit_coords(kw, "    ", "i", st.out, rank, "c");
+  const std::string out = kw.out_ptr();
+  kw.body << "    const long long y_inner = " << strided_offset(kw, y, "", c, rank, true)
+          << ", y_row = " << kw.word_space_stride(y, 0, rank) << ";\n"
+          << "    " << T << " acc = " << out << "[r * row_len + j];\n"
+          << "    for (long long q = k; q < n; ++q) {\n"
+          << "      const long long iq = (long long)" << load1(kw, ix, "q") << ";\n"
+          << "      if ((iq < 0 ? iq + rows : iq) == r)\n"
+          << "        acc = (" << T << ")(acc + (" << T << ")" << kw.ptr(y)
+          << "[q * y_row + y_inner]);\n"
+          << "    }\n"
+          << "    " << out << "[r * row_len + j] = acc;\n  }\n";
+}
+
 // Element (row, j) of a row-major view of rank 1 (one row) or 2, through stride words.
 std::string at_rc(KernelWriter& kw, int v, int rank, const std::string& row, const std::string& j) {
   if (rank == 1) return kw.ptr(v) + "[" + j + " * " + kw.word_stride(v, 0) + "]";
@@ -1175,6 +1248,12 @@ void render_kernels(Plan& plan) {
         break;
       case StepKind::DotNaive:
         render_dot_naive(kw);
+        break;
+      case StepKind::Take:
+        render_take(kw);
+        break;
+      case StepKind::IncRows:
+        render_inc_rows(kw);
         break;
       default:
         continue;

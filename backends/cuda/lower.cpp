@@ -802,6 +802,30 @@ class Lowering {
         st.kind = StepKind::XentSoftmaxDx;
         st.checks = true;
         for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
+      } else if (op_as<Take>(n)) {
+        st.kind = StepKind::Take;
+        st.checks = true;
+        st.index_rank = n->type.ndim();
+        add_positional(st, idx(n->inputs[0]));
+        add_positional(st, idx(n->inputs[1]));
+      } else if (op_as<IncRows>(n)) {
+        // x is copied into the output with one device-to-device copy before the kernel (none
+        // when updating x in place), so it must have a contiguous buffer whose address is
+        // fixed for the instance (a captured copy cannot follow a per-call pointer).
+        int x = idx(n->inputs[0]);
+        const Place p = val(x).place;
+        if (val(x).dynamic)
+          x = make_contig(x, true);
+        else if (p != Place::Input && p != Place::Shared && p != Place::Constant &&
+                 p != Place::Buffer && p != Place::Contig)
+          x = make_contig(x, false);
+        ensure_contig_steps(nullptr, x);
+        st.kind = StepKind::IncRows;
+        st.checks = true;
+        st.index_rank = n->type.ndim();
+        add_positional(st, x);
+        add_positional(st, idx(n->inputs[1]));
+        add_positional(st, idx(n->inputs[2]));
       } else if (op_as<Dot>(n)) {
         const Dtype d = n->type.dtype;
         bool blas = is_float(d) && n->inputs[0]->type.dtype == d && n->inputs[1]->type.dtype == d;
@@ -870,6 +894,10 @@ class Lowering {
             if (root_of(o.value) == s && (o.value != s || !o.full)) ok = false;
         } else if (st.kind == StepKind::Gemm) {
           ok = st.gemm_c == s && root_of(st.gemm_a) != s && root_of(st.gemm_b) != s;
+        } else if (st.kind == StepKind::IncRows) {
+          // The embedding update: only the indexed rows of s are touched, no copy of s.
+          ok = st.operands[0].value == s && root_of(st.operands[1].value) != s &&
+               root_of(st.operands[2].value) != s;
         }
         if (ok) candidates.emplace_back(s, k);
       }
@@ -1003,6 +1031,10 @@ const char* step_kind_name(StepKind k) {
       return "row_group";
     case StepKind::DotNaive:
       return "dot_naive";
+    case StepKind::Take:
+      return "take";
+    case StepKind::IncRows:
+      return "inc_rows";
     case StepKind::Gemm:
       return "gemm";
     case StepKind::Copy:

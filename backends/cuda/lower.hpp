@@ -54,6 +54,9 @@ enum class StepKind : std::uint8_t {
   XentSoftmaxDx,  // crossentropy_softmax_1hot_dx
   RowGroup,       // a fused row-wise subgraph: elementwise, row reductions, softmax, xent
   DotNaive,       // generated dot for integer / mixed dtypes
+  Take,           // x[indices]: gathered rows, indices checked on the device
+  IncRows,        // x with rows indices[k] += y[k]: x copied into the output, then the rows
+                  // summed in index order (the reference's order, duplicates included)
   Gemm,           // cuBLAS
   Copy,           // strided copy into a contiguous buffer (Contig values)
   UpdateCopy,     // new value -> shared variable's buffer, after everything else
@@ -100,7 +103,7 @@ struct Step {
   int index_rank = 0;             // rank of the kernel's index space
   int space = -1;                 // RowGroup: a value whose shape is the group's (N, C)
   bool contiguous_rows = false;   // Reduce/Softmax/ArgReduce: rows are contiguous in memory
-  bool checks = false;            // may raise a device error (bad labels)
+  bool checks = false;            // may raise a device error (bad labels or row indices)
   bool try_dnn = false;           // Softmax: use cuDNN when THEA_CUDA_CUDNN=1 and it loads
   // Gemm: out = alpha * op(a).op(b) + beta * c_init  (c_init == -1: no accumulation).
   // alpha = `alpha` * (Host value alpha_scale) unless alpha_value names a device scalar

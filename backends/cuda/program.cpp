@@ -17,6 +17,7 @@
 #include "thea/error.hpp"
 #include "thea/op.hpp"
 #include "thea/ops/ops.hpp"
+#include "thea/ops/slice.hpp"
 
 namespace thea::cuda {
 
@@ -84,37 +85,6 @@ bool is_contiguous(const Shape& shape, const Strides& strides) {
     expect *= shape[static_cast<std::size_t>(d)];
   }
   return true;
-}
-
-// numpy slice resolution (CPython's PySlice_AdjustIndices), as Subtensor::perform does.
-struct SliceRange {
-  std::int64_t start = 0, length = 0, step = 1;
-};
-SliceRange resolve_slice(std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
-                         std::optional<std::int64_t> step, std::int64_t dim) {
-  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
-  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
-  SliceRange r;
-  r.step = step.value_or(1);
-  if (r.step == 0) throw ValueError("slice step cannot be zero");
-  std::int64_t b = start.value_or(r.step < 0 ? kMax : 0);
-  std::int64_t e = stop.value_or(r.step < 0 ? kMin : kMax);
-  auto adjust = [&](std::int64_t& v) {
-    if (v < 0) {
-      v += dim;
-      if (v < 0) v = r.step < 0 ? -1 : 0;
-    } else if (v >= dim) {
-      v = r.step < 0 ? dim - 1 : dim;
-    }
-  };
-  adjust(b);
-  adjust(e);
-  if (r.step < 0)
-    r.length = e < b ? (b - e - 1) / (-r.step) + 1 : 0;
-  else
-    r.length = b < e ? (e - b - 1) / r.step + 1 : 0;
-  r.start = b;
-  return r;
 }
 
 std::string runtime_inputs(const Node& n, const std::vector<Shape>& shapes) {
@@ -674,6 +644,19 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
       sr.cfg = elementwise_config(n, dev);
       break;
     }
+    case StepKind::Take:
+    case StepKind::IncRows: {
+      // One thread per (index, row element); one per index when rows are empty, so that
+      // bad indices are still reported.
+      const Shape& xs = shapes[static_cast<std::size_t>(st.operands[0].value)];
+      std::int64_t row_len = 1;
+      for (std::size_t d = 1; d < xs.size(); ++d) row_len *= xs[d];
+      const std::int64_t n = shapes[static_cast<std::size_t>(st.operands[1].value)][0] *
+                             std::max<std::int64_t>(row_len, 1);
+      sr.skip = n == 0;
+      sr.cfg = elementwise_config(n, dev);
+      break;
+    }
     case StepKind::Gemm: {
       auto mat = [&](int v, bool as_b, bool trans) {
         const Shape& s = shapes[static_cast<std::size_t>(v)];
@@ -883,6 +866,15 @@ void CudaProgram::Impl::enqueue(Instance& inst) {
       case StepKind::HostOp:
         run_host_op(inst, st);
         break;
+      case StepKind::IncRows: {
+        // out = x, unless updating x in place (both fixed for the instance: capturable).
+        char* out = pointer(inst, st.out);
+        const char* x = pointer(inst, st.operands[0].value);
+        if (out != x && nbytes(st.out)) rt.memcpy_d2d(out, x, nbytes(st.out), stream);
+        if (!sr.skip)
+          rt.launch(sr.kernel, sr.cfg, sr.params.data(), sr.params.size(), args, stream);
+        break;
+      }
       default:
         if (sr.skip) break;
         if (st.try_dnn) {
@@ -1177,8 +1169,8 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
       for (const Step& st : m.plan.steps)
         if (st.checks) who += "\n  " + st.node->describe();
       throw ValueError(
-          "cuda: a label or index is out of range (one of the class labels is "
-          "negative or not below the number of classes), in one of:" +
+          "cuda: a label or index is out of range (a class label negative or not below the "
+          "number of classes, or a take/inc_rows row index outside [-rows, rows)), in one of:" +
           who);
     }
   }

@@ -13,8 +13,38 @@
 #include "thea/grad.hpp"
 #include "thea/ops/api.hpp"
 #include "thea/ops/ops.hpp"
+#include "thea/ops/slice.hpp"
 
 namespace thea {
+
+// CPython's PySlice_AdjustIndices (see thea/ops/slice.hpp).
+SliceRange resolve_slice(std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
+                         std::optional<std::int64_t> step, std::int64_t dim) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+  SliceRange r;
+  r.step = step.value_or(1);
+  if (r.step == 0) throw ValueError("slice step cannot be zero");
+  std::int64_t b = start.value_or(r.step < 0 ? kMax : 0);
+  std::int64_t e = stop.value_or(r.step < 0 ? kMin : kMax);
+  auto adjust = [&](std::int64_t& v) {
+    if (v < 0) {
+      v += dim;
+      if (v < 0) v = r.step < 0 ? -1 : 0;
+    } else if (v >= dim) {
+      v = r.step < 0 ? dim - 1 : dim;
+    }
+  };
+  adjust(b);
+  adjust(e);
+  if (r.step < 0)
+    r.length = e < b ? (b - e - 1) / (-r.step) + 1 : 0;
+  else
+    r.length = b < e ? (e - b - 1) / r.step + 1 : 0;
+  r.start = b;
+  return r;
+}
+
 namespace {
 
 using Bound = IndexSpec::Bound;
@@ -118,39 +148,6 @@ class IndexBuilder {
   int first_;
   std::vector<NodePtr> extra_;
 };
-
-// numpy's slice adjustment (CPython's PySlice_AdjustIndices): start and step of the view
-// and its length, for an axis of size `dim`.
-struct SliceRange {
-  std::int64_t start = 0, length = 0, step = 1;
-};
-
-SliceRange resolve_slice(std::optional<std::int64_t> start, std::optional<std::int64_t> stop,
-                         std::optional<std::int64_t> step, std::int64_t dim) {
-  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
-  constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
-  SliceRange r;
-  r.step = step.value_or(1);
-  if (r.step == 0) throw ValueError("slice step cannot be zero");
-  std::int64_t b = start.value_or(r.step < 0 ? kMax : 0);
-  std::int64_t e = stop.value_or(r.step < 0 ? kMin : kMax);
-  auto adjust = [&](std::int64_t& v) {
-    if (v < 0) {
-      v += dim;
-      if (v < 0) v = r.step < 0 ? -1 : 0;
-    } else if (v >= dim) {
-      v = r.step < 0 ? dim - 1 : dim;
-    }
-  };
-  adjust(b);
-  adjust(e);
-  if (r.step < 0)
-    r.length = e < b ? (b - e - 1) / (-r.step) + 1 : 0;
-  else
-    r.length = b < e ? (e - b - 1) / r.step + 1 : 0;
-  r.start = b;
-  return r;
-}
 
 // Where index `spec` puts a view into a tensor of shape/strides: offset (in elements,
 // relative to the tensor's), shape and strides. `value_of(input)` gives a bound's value.
