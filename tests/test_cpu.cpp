@@ -290,3 +290,36 @@ TEST_CASE("without a compiler, functions fall back to the reference backend") {
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 }
+
+TEST_CASE("minibatch slices of a shared dataset are read in place, and copied when written") {
+  ensure_cpu();
+  Tensor data = random_uniform({6, 4}, -1, 1, 21);
+  Tensor w0 = random_uniform({4, 3}, -1, 1, 22);
+  auto run = [&](const std::string& backend, bool update_data) {
+    auto trX = shared(data.clone(), "trX");
+    auto w = shared(w0.clone(), "w");
+    auto i = lscalar("i");
+    auto X = fmatrix("X");
+    Givens givens = {{X, subtensor(trX, {Slice(i * 2, (i + 1) * 2)})}};
+    Updates ups = {{w, w - dot(X.T(), nnet::softmax(dot(X, w))) * 0.1}};
+    // Writing the dataset in the same call: kernels must still see its old rows.
+    if (update_data) ups.push_back({trX, trX * 2.0});
+    FunctionOptions o = on(backend.c_str());
+    Function f = function({i}, {argmax(dot(X, w), 1), sum(X)}, ups, givens, o);
+    std::vector<Tensor> out;
+    for (std::int64_t step : {0, 1, 2, 1}) {
+      auto r = f({Tensor::scalar(step, Dtype::Int64)});
+      out.insert(out.end(), r.begin(), r.end());
+    }
+    out.push_back(w.get_value());
+    out.push_back(trX.get_value());
+    return out;
+  };
+  for (bool update_data : {false, true}) {
+    CAPTURE(update_data);
+    auto a = run("cpu", update_data);
+    auto b = run("reference", update_data);
+    REQUIRE(a.size() == b.size());
+    for (std::size_t k = 0; k < a.size(); ++k) CHECK(max_abs_diff(a[k], b[k]) < 1e-6);
+  }
+}

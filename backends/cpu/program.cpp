@@ -105,6 +105,7 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
   input_refs_.resize(inputs_.size());
   nparts_.assign(schedule_.kernels.size(), 1);
   adapt_.assign(schedule_.kernels.size(), Adapt{});
+  find_borrowed_views();
   if (profiling_enabled()) {
     profile_ = register_profile(program_name(fg));
     profile_->compile_seconds = info_.seconds;
@@ -357,6 +358,7 @@ Tensor CpuProgram::buffer_tensor(int b) {
       break;
   }
   const BufferPlan& p = plan_.buffers[b];
+  if (borrowed_[b] && host_values_[b].defined()) return host_values_[b];
   if (p.placement == Placement::Output) return outputs_now_[b];
   if (p.placement == Placement::Alias) {
     Tensor t = buffer_tensor(p.alias);
@@ -365,6 +367,36 @@ Tensor CpuProgram::buffer_tensor(int b) {
   const std::int64_t elem = static_cast<std::int64_t>(dtype_size(buf.dtype));
   return Tensor(arena_, arena_offset_[b] / elem, buffer_shapes_[b],
                 contiguous_strides(buffer_shapes_[b]), buf.dtype);
+}
+
+// A host step whose op returns a view (a minibatch slice trX[i*bs:(i+1)*bs] taken through
+// givens) can hand the kernels the viewed memory instead of copying it into the arena, when
+// nothing could write through it or see the arena slot instead: only kernels read the
+// buffer, nothing aliases it, it is no output, and no kernel of this function writes the
+// viewed storage (an in-place update of the dataset would change what later readers see).
+void CpuProgram::find_borrowed_views() {
+  const std::size_t nb = schedule_.buffers.size();
+  borrowed_.assign(nb, false);
+  std::vector<bool> written(nb, false);
+  for (const Kernel& k : schedule_.kernels)
+    for (int b : k.writes) written[root_[b]] = true;
+  for (std::size_t u = 0; u < schedule_.update_targets.size(); ++u)
+    written[root_[schedule_.update_targets[u]]] = true;
+  for (const Kernel& k : schedule_.kernels) {
+    if (k.kind != KernelKind::Host || !k.host.node->op->traits().view) continue;
+    const int out = k.host.out;
+    if (plan_.buffers[out].placement != Placement::Arena) continue;
+    bool ok = !k.host.inputs.empty() && !written[root_[k.host.inputs[0]]];
+    for (std::size_t b = 0; ok && b < nb; ++b) {
+      const BufferPlan& p = plan_.buffers[b];
+      if (p.placement == Placement::Alias && p.alias == out) ok = false;
+      if (schedule_.buffers[b].kind == BufferKind::View && schedule_.buffers[b].base == out)
+        ok = false;
+    }
+    for (int o : schedule_.outputs) ok = ok && root_[o] != out;
+    for (int v : schedule_.update_values) ok = ok && root_[v] != out;
+    borrowed_[out] = ok;
+  }
 }
 
 void CpuProgram::run_host(std::size_t k) {
@@ -391,6 +423,15 @@ void CpuProgram::run_host(std::size_t k) {
     throw Error("[" + n.op->str() + "] at " + n.site.str() + ": produced " + out.describe() +
                 " but shape inference said " + shape_str(buffer_shapes_[h.out]) +
                 " (a bug in the op)");
+  if (borrowed_[h.out]) {
+    if (out.is_contiguous()) {
+      host_values_[h.out] = out;
+      ptrs_[h.out] = const_cast<void*>(out.raw_data());
+      return;
+    }
+    host_values_[h.out] = Tensor();  // copied this call: back to the arena slot
+    ptrs_[h.out] = static_cast<unsigned char*>(arena_->data()) + arena_offset_[h.out];
+  }
   Tensor dst = buffer_tensor(h.out);
   dst.copy_from(out);
 }
@@ -531,6 +572,7 @@ void CpuProgram::run_kernel(std::size_t k) {
       break;
     }
     case Launch::Chain: {
+      if (code.chain_prefetch_slot >= 0) set_rows_ahead(k);
       void* S = scratch_[k]->data();
       if (f.prep) f.prep(ptrs_.data(), dims_.data(), S);
       LaunchCtx ctx{f.fn, ptrs_.data(), dims_.data(), S, nparts_[k]};
@@ -571,8 +613,6 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
   bool same = planned_ && !has_value_shapes_ && signature_.size() == inputs.size();
   for (std::size_t i = 0; same && i < inputs.size(); ++i) same = signature_[i] == inputs[i].shape();
   if (!same) plan_shapes(inputs);
-
-  set_rows_ahead();
 
   const std::size_t nb = schedule_.buffers.size();
   for (std::size_t b = 0; b < nb; ++b) {
@@ -678,26 +718,24 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
 // A minibatch passed as a slice of a larger array (the tutorial's trX[start:end]) is usually
 // followed by the next one: a chain prefetches the rows that follow its A operand in the same
 // storage, as many as exist. Anything else (a standalone tensor) has none to prefetch.
-void CpuProgram::set_rows_ahead() {
+void CpuProgram::set_rows_ahead(std::size_t k) {
   // THEA_CPU_PREFETCH=0 turns it off (minibatches drawn in random order gain nothing).
   static const bool enabled = [] {
     const char* v = std::getenv("THEA_CPU_PREFETCH");
     return !(v && std::string(v) == "0");
   }();
-  for (const KernelCode& c : rendered_.kernels) {
-    if (c.chain_prefetch_slot < 0) continue;
-    const Kernel& head = schedule_.kernels[&c - rendered_.kernels.data()];
-    const Buffer& a = schedule_.buffers[head.gemm.a];
-    std::int64_t rows = 0;
-    if (enabled && a.kind == BufferKind::Input) {
-      const Tensor& t = *input_refs_[a.input];
-      const std::int64_t row = t.ndim() == 2 ? t.shape()[1] : 0;
-      const std::int64_t elems =
-          static_cast<std::int64_t>(t.storage()->nbytes() / dtype_size(t.dtype()));
-      if (row > 0) rows = std::max<std::int64_t>(0, elems - t.offset() - t.numel()) / row;
-    }
-    dims_[c.chain_prefetch_slot] = rows;
+  const KernelCode& c = rendered_.kernels[k];
+  const int ab = schedule_.kernels[k].gemm.a;
+  const Buffer& a = schedule_.buffers[ab];
+  const Tensor* t = nullptr;
+  if (a.kind == BufferKind::Input) t = input_refs_[a.input];
+  if (borrowed_[ab] && host_values_[ab].defined()) t = &host_values_[ab];
+  std::int64_t rows = 0;
+  if (enabled && t && t->ndim() == 2 && t->shape()[1] > 0) {
+    const auto elems = static_cast<std::int64_t>(t->storage()->nbytes() / dtype_size(t->dtype()));
+    rows = std::max<std::int64_t>(0, elems - t->offset() - t->numel()) / t->shape()[1];
   }
+  dims_[c.chain_prefetch_slot] = rows;
 }
 
 std::size_t CpuProgram::kernel_count() const {

@@ -51,7 +51,8 @@ class CpuProgram : public Program {
   void evaluate_values(const std::vector<Tensor>& inputs);
   Tensor buffer_tensor(int b);
   void run_kernel(std::size_t k);
-  void set_rows_ahead();
+  void set_rows_ahead(std::size_t k);
+  void find_borrowed_views();
   void run_blas(std::size_t k);
   void run_host(std::size_t k);
 
@@ -89,6 +90,7 @@ class CpuProgram : public Program {
   std::vector<Tensor> staged_inputs_;              // dense copies of strided inputs
   std::vector<const Tensor*> input_refs_;          // this call's inputs (dense)
   std::vector<Tensor> host_values_;                // host-step results (per buffer)
+  std::vector<bool> borrowed_;  // host views handed to kernels without a copy (per buffer)
 
   // Per kernel: whether splitting across the pool's threads actually pays off right now.
   // Both ways are timed now and then and the faster one is used (the machine is shared: a
