@@ -156,6 +156,9 @@ TEST_CASE("the MNIST train step: gemm, one fused loop, in-place gemm update") {
   CHECK(b.plan.buffers[b.s.outputs[0]].placement == Placement::Output);
   // The batch size is one run-time symbol shared by X, Y and the logits.
   CHECK(b.s.num_syms == 1);
+  // Max, then the sum of exp, then the gradient: the constant 1/n of the mean's gradient
+  // (second(cost, 1/n)) does not wait for the cost's sweep.
+  CHECK(b.s.kernels[1].loop.passes == 3);
   // All three may run as one pass over the rows of X.
   REQUIRE(b.s.row_chains.size() == 1);
   CHECK(b.s.row_chains[0].gemm == 0);

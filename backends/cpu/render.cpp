@@ -332,6 +332,10 @@ class LoopRenderer {
           os_ << "thea_cast<" << t << ">(" << ref(e.args[0]) << ")";
           break;
         }
+        if (e.op == ScalarOp::Second) {  // y broadcast by the loop; x may not be known yet
+          os_ << "thea_cast<" << t << ">(" << ref(e.args[1]) << ")";
+          break;
+        }
         std::string call = std::string(info.functor) + "(";
         for (std::size_t a = 0; a < e.args.size(); ++a) {
           const Dtype ad = lk_.exprs[e.args[a]].dtype;
@@ -417,8 +421,11 @@ class LoopRenderer {
     for (int i = n - 1; i >= 0; --i) {
       if (!need[i]) continue;
       if (cached_in_[i] >= 0 && cached_in_[i] <= upto) continue;
-      for (int a : lk_.exprs[i].args)
-        if (lk_.exprs[a].level == 2) need[a] = true;
+      const Expr& e = lk_.exprs[i];
+      for (std::size_t ai = 0; ai < e.args.size(); ++ai) {
+        if (e.kind == ExprKind::Scalar && e.op == ScalarOp::Second && ai == 0) continue;
+        if (lk_.exprs[e.args[ai]].level == 2) need[e.args[ai]] = true;
+      }
     }
   }
 
