@@ -323,3 +323,23 @@ TEST_CASE("minibatch slices of a shared dataset are read in place, and copied wh
     for (std::size_t k = 0; k < a.size(); ++k) CHECK(max_abs_diff(a[k], b[k]) < 1e-6);
   }
 }
+
+TEST_CASE("rendering: short rows are computed a block of rows at a time, long ones row by row") {
+  auto source_of = [](const std::vector<Variable>& ins, const std::vector<Variable>& outs) {
+    std::vector<NodePtr> in, out;
+    for (const Variable& v : ins) in.push_back(v.node());
+    for (const Variable& v : outs) out.push_back(v.node());
+    FunctionGraph fg(in, out, {});
+    run_rewrites(fg);
+    sched::Schedule s = sched::make_schedule(fg);
+    return cpu::render(s, sched::make_memplan(s), 64).source;
+  };
+  auto z = tensor(Dtype::Float32, Shape{kUnknownDim, 10}, "z");
+  CHECK(source_of({z}, {nnet::softmax(z)}).find("rows of the block vectorised") !=
+        std::string::npos);
+  // Row argmax keeps its first-index/NaN logic row by row; long rows stay row by row too.
+  CHECK(source_of({z}, {argmax(z, 1)}).find("rows of the block vectorised") == std::string::npos);
+  auto wide = tensor(Dtype::Float32, Shape{kUnknownDim, 784}, "wide");
+  CHECK(source_of({wide}, {nnet::softmax(wide)}).find("rows of the block vectorised") ==
+        std::string::npos);
+}

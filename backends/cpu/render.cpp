@@ -154,10 +154,20 @@ class LoopRenderer {
           }
           os_ << "    (void)rem;\n";
         }
-        os_ << "    for (int64_t i" << last << " = c0; i" << last << " < c1; ++i" << last
-            << ") {\n";
-        outer_body("      ");
-        os_ << "    }\n";
+        if (row_block_mode()) {
+          os_ << "    for (int64_t ib = c0; ib < c1; ib += " << kRowBlock << ") {\n"
+              << "      const int nr = (int)(c1 - ib < " << kRowBlock
+              << " ? c1 - ib : " << kRowBlock << ");\n";
+          rb_ = true;
+          outer_body_rb("      ");
+          rb_ = false;
+          os_ << "    }\n";
+        } else {
+          os_ << "    for (int64_t i" << last << " = c0; i" << last << " < c1; ++i" << last
+              << ") {\n";
+          outer_body("      ");
+          os_ << "    }\n";
+        }
         os_ << "    flat += c1 - c0;\n";
         os_ << "  }\n";
       } else {
@@ -253,7 +263,10 @@ class LoopRenderer {
     return s.empty() ? "0" : s;
   }
 
-  std::string ref(int e) { return "e" + std::to_string(e); }
+  // In row-block mode, outer values are arrays over the block's rows, read at row r.
+  std::string ref(int e) {
+    return "e" + std::to_string(e) + (rb_ && lk_.exprs[e].level == 1 ? "[r]" : "");
+  }
 
   std::string acc_type(const Expr& e) {
     if (e.kind == ExprKind::Reduce && (e.reduce == ReduceKind::Sum || e.reduce == ReduceKind::Prod))
@@ -306,7 +319,10 @@ class LoopRenderer {
   void emit_expr(int i, const std::string& ind) {
     const Expr& e = lk_.exprs[i];
     const char* t = c_type(e.dtype);
-    os_ << ind << "const " << t << " e" << i << " = ";
+    if (rb_ && e.level == 1)
+      os_ << ind << "e" << i << "[r] = ";  // declared as an array before the row loop
+    else
+      os_ << ind << "const " << t << " e" << i << " = ";
     switch (e.kind) {
       case ExprKind::Load: {
         int rt = root_of(s_, lk_.accesses[e.access].buffer);
@@ -349,7 +365,7 @@ class LoopRenderer {
       }
       case ExprKind::Reduce:
       case ExprKind::ArgReduce:
-        os_ << acc_value(e, "a" + std::to_string(i));
+        os_ << acc_value(e, "a" + std::to_string(i) + (rb_ ? "[r]" : ""));
         break;
     }
     os_ << ";\n";
@@ -359,7 +375,7 @@ class LoopRenderer {
     const Access& a = lk_.accesses[st.access];
     int rt = root_of(s_, a.buffer);
     os_ << ind << "p" << rt << "[" << index_code(st.access) << "] = ("
-        << c_type(s_.buffers[rt].dtype) << ")e" << st.expr << ";\n";
+        << c_type(s_.buffers[rt].dtype) << ")" << ref(st.expr) << ";\n";
   }
 
   void emit_level(int level, const std::string& ind) {
@@ -580,6 +596,109 @@ class LoopRenderer {
       tail(ind);
   }
 
+  // Row-block mode: a loop with one outer axis (rows) and one short static inner axis (the
+  // tutorial's 10 classes) computes kRowBlock rows at once, every statement inside a loop over
+  // the block's rows that the compiler vectorises across rows (with libmvec's exp/log). One
+  // row at a time, a 10-element row fills only part of a vector and each of its reductions is
+  // a short dependency chain. Each row's arithmetic is unchanged and final reductions still
+  // see the rows in order.
+  static constexpr int kRowBlock = 16;
+
+  bool row_block_mode() const {
+    if (outer_.size() != 1 || inner_.size() != 1) return false;
+    const Dim& d = lk_.domain[inner_[0]];
+    if (!d.is_static() || d.size < 1 || d.size > 64) return false;
+    for (const Expr& e : lk_.exprs) {
+      if (e.kind == ExprKind::ArgReduce || !e.index_args.empty()) return false;
+      if (e.kind == ExprKind::Reduce && e.final && lk_.exprs[e.args[0]].level == 2) return false;
+    }
+    return true;
+  }
+
+  // Declares the arrays of the outer values in `ids`, then computes them (and the statements
+  // `extra` prints) in one loop over the block's rows.
+  template <class Extra>
+  void row_loop(const std::vector<int>& ids, const std::string& ind, Extra&& extra) {
+    for (int i : ids)
+      if (lk_.exprs[i].level == 1)
+        os_ << ind << c_type(lk_.exprs[i].dtype) << " e" << i << "[" << kRowBlock << "];\n";
+    os_ << ind << "for (int r = 0; r < nr; ++r) {\n";
+    os_ << ind << "  const int64_t i" << outer_[0] << " = ib + r;\n";
+    for (int i : ids) emit_expr(i, ind + "  ");
+    extra(ind + "  ");
+    os_ << ind << "}\n";
+  }
+
+  void outer_body_rb(const std::string& ind) {
+    const int n = static_cast<int>(lk_.exprs.size());
+    cached_in_.assign(n, -1);
+    cache_rows_ = false;
+    std::vector<int> first;
+    for (int i = 0; i < n; ++i) {
+      const Expr& e = lk_.exprs[i];
+      if (e.level == 1 && e.phase == 0 && !is_inner_reduce(e)) first.push_back(i);
+    }
+    row_loop(first, ind, [](const std::string&) {});
+    const int d = inner_[0];
+    for (int p = 0; p < lk_.passes; ++p) {
+      std::vector<bool> need(n, false);
+      std::vector<int> accs;
+      for (int i = 0; i < n; ++i) {
+        const Expr& e = lk_.exprs[i];
+        if (is_inner_reduce(e) && lk_.exprs[e.args[0]].level == 2 &&
+            lk_.exprs[e.args[0]].phase == p) {
+          need[e.args[0]] = true;
+          accs.push_back(i);
+        }
+      }
+      const bool last_pass = p + 1 == lk_.passes;
+      for (const Store& st : lk_.stores)
+        if (lk_.exprs[st.expr].level == 2 && last_pass) need[st.expr] = true;
+      close_over(need, p - 1);
+      os_ << ind << "// pass " << p << " (rows of the block vectorised)\n";
+      for (int i : accs)
+        os_ << ind << acc_type(lk_.exprs[i]) << " a" << i << "[" << kRowBlock << "];\n";
+      os_ << ind << "for (int r = 0; r < nr; ++r) {\n";
+      for (int i : accs) os_ << ind << "  a" << i << "[r] = " << acc_init(lk_.exprs[i]) << ";\n";
+      os_ << ind << "}\n";
+      os_ << ind << "for (int64_t i" << d << " = 0; i" << d << " < " << dim_code(lk_.domain[d])
+          << "; ++i" << d << ") {\n";
+      std::vector<int> inner_ids;
+      for (int i = 0; i < n; ++i)
+        if (need[i]) inner_ids.push_back(i);
+      row_loop(inner_ids, ind + "  ", [&](const std::string& in) {
+        for (int i : accs) {
+          const std::string a = "a" + std::to_string(i) + "[r]";
+          os_ << in << a << " = " << combine(lk_.exprs[i], a, ref(lk_.exprs[i].args[0])) << ";\n";
+        }
+        for (const Store& st : lk_.stores)
+          if (lk_.exprs[st.expr].level == 2 && last_pass) emit_store(st, in);
+      });
+      os_ << ind << "}\n";
+      std::vector<int> after = accs;
+      for (int i = 0; i < n; ++i) {
+        const Expr& e = lk_.exprs[i];
+        if (e.level == 1 && e.phase == p + 1 && !is_inner_reduce(e)) after.push_back(i);
+      }
+      row_loop(after, ind, [](const std::string&) {});
+    }
+    std::vector<int> rest;
+    for (int i = 0; i < n; ++i) {
+      const Expr& e = lk_.exprs[i];
+      if (e.level == 1 && e.phase > lk_.passes && !is_inner_reduce(e)) rest.push_back(i);
+    }
+    row_loop(rest, ind, [&](const std::string& in) {
+      for (const Store& st : lk_.stores)
+        if (lk_.exprs[st.expr].level == 1) emit_store(st, in);
+      for (int f : finals_) {
+        const Expr& e = lk_.exprs[f];
+        if (lk_.exprs[e.args[0]].level == 1)
+          os_ << in << "f" << f << " = " << combine(e, "f" + std::to_string(f), ref(e.args[0]))
+              << ";\n";
+      }
+    });
+  }
+
   // After all passes: remaining outer values, outer stores, final accumulation of outer values.
   void tail(const std::string& ind) {
     const int n = static_cast<int>(lk_.exprs.size());
@@ -610,6 +729,7 @@ class LoopRenderer {
   std::vector<int> finals_, inner_, outer_;
   std::vector<int> cached_in_;  // pass whose row-buffer loop computes each value, or -1
   bool cache_rows_ = false;
+  bool rb_ = false;  // rendering a row block (row_block_mode)
   int pass_cursor_ = 0;
 };
 
