@@ -1,9 +1,13 @@
 #include "thea/models/softmax_regression.hpp"
 
+#include <exception>
+#include <functional>
+#include <future>
 #include <limits>
 #include <string>
 #include <tuple>
 
+#include "thea/backend.hpp"
 #include "thea/error.hpp"
 #include "thea/grad.hpp"
 #include "thea/ops/api.hpp"
@@ -42,6 +46,32 @@ void check_resident(const Variable& v, const char* field, std::int64_t cols, con
     throw ShapeError(where + " has shape " + shape_str(shape) + ", the model needs (N, " +
                      std::to_string(cols) + ") " + what);
   if (shape[0] <= 0) throw ValueError(where + " holds no examples");
+}
+
+// Runs the compile jobs, concurrently where the backend allows: a cold compile on the cpu
+// backend is mostly a system-compiler process per function, so on two cores train and predict
+// build in about the time of one. The cuda backend (one device context) compiles in turn.
+// The first error is rethrown once every job has finished.
+std::vector<Function> compile_all(const std::string& backend,
+                                  std::vector<std::function<Function()>> jobs) {
+  std::vector<Function> out;
+  const std::string name = backend.empty() ? default_backend_name() : backend;
+  if (name == "cuda" || jobs.size() < 2) {
+    for (auto& job : jobs) out.push_back(job());
+    return out;
+  }
+  std::vector<std::future<Function>> running;
+  for (auto& job : jobs) running.push_back(std::async(std::launch::async, job));
+  std::exception_ptr error;
+  for (auto& f : running) {
+    try {
+      out.push_back(f.get());
+    } catch (...) {
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return out;
 }
 
 }  // namespace
@@ -132,15 +162,24 @@ SoftmaxRegression build_softmax_regression(const SoftmaxRegressionOptions& optio
     o.name = data.return_cost ? "train_index" : "train_index_updates_only";
     std::vector<Variable> outs;
     if (data.return_cost) outs.push_back(cost);
-    train_index = function({index}, outs, updates, givens, o);
+    std::vector<std::function<Function()>> jobs = {
+        [=] { return function({index}, outs, updates, givens, o); }};
     if (data.test_x) {
-      o.name = "predict_test";
-      predict_test = function({}, {y_pred}, {}, {{X, data.test_x}}, o);
+      FunctionOptions po = o;
+      po.name = "predict_test";
+      jobs.push_back([=] { return function({}, {y_pred}, {}, {{X, data.test_x}}, po); });
     }
+    std::vector<Function> fs = compile_all(options.backend, std::move(jobs));
+    train_index = std::move(fs[0]);
+    if (fs.size() > 1) predict_test = std::move(fs[1]);
   }
 
-  auto train = function({X, Y}, {cost}, updates, train_opts);
-  auto predict = function({X}, {y_pred}, {}, predict_opts);
+  std::vector<Function> fs =
+      compile_all(options.backend, {[=] {
+                                      return function({X, Y}, {cost}, updates, train_opts);
+                                    },
+                                    [=] { return function({X}, {y_pred}, {}, predict_opts); }});
+  Function train = std::move(fs[0]), predict = std::move(fs[1]);
   return SoftmaxRegression{.X = X,
                            .Y = Y,
                            .w = w,
