@@ -4,7 +4,11 @@
 // takes the minibatch index and slices the shared training set on the device), prints the
 // tutorial's accuracy table, and reports ms per epoch (468 steps + the 10k test pass),
 // compile times cold (empty kernel cache) and warm, and the variants: with/without reading
-// the cost every step, with/without CUDA graphs, and the host-minibatch path of the app.
+// the cost every step, with/without CUDA graphs, the products as generated skinny-gemm
+// kernels (the default for <= 32 output columns; the logits product and the mean cost
+// inside the row kernel) or separate kernels (THEA_CUDA_SKINNY_GEMM=nofuse,
+// THEA_CUDA_FUSE_TOTAL=0) or cuBLAS (THEA_CUDA_SKINNY_GEMM=0), and the host-minibatch path
+// of the app.
 // Every model is thea::models::build_softmax_regression, the app's.
 #include <fmt/core.h>
 #include <unistd.h>
@@ -60,8 +64,18 @@ struct Model {
 // index. data.test_x: the test set as a shared variable (resident on the device, as PyTorch's
 // baseline keeps it), or empty to upload the host test set each epoch as the tutorial does.
 // compile_s: the two functions timed (the builder compiles these first, on a cold cache).
+// gemm_mode: THEA_CUDA_SKINNY_GEMM while compiling ("" default: skinny kernels, the logits
+// product inside the row kernel; "nofuse": skinny kernels of their own; "0": cuBLAS).
 Model build(const std::string& backend, models::ResidentData data, bool read_cost,
-            std::uint64_t seed) {
+            std::uint64_t seed, const std::string& gemm_mode = "") {
+  // The switch is read when the functions are lowered (compiled), not when they run.
+  if (!gemm_mode.empty()) setenv("THEA_CUDA_SKINNY_GEMM", gemm_mode.c_str(), 1);
+  struct Restore {
+    bool on;
+    ~Restore() {
+      if (on) unsetenv("THEA_CUDA_SKINNY_GEMM");
+    }
+  } restore{!gemm_mode.empty()};
   models::SoftmaxRegressionOptions o;
   o.backend = backend;
   o.seed = seed;
@@ -166,11 +180,34 @@ int main(int argc, char** argv) {
       double acc = 0;
     };
     std::vector<Variant> variants;
+    double gemm_skinny_ms = 0, gemm_nofuse_ms = 0, gemm_cublas_ms = 0, mean_kernel_ms = 0;
     struct Breakdown {
       std::string name;
       double host_us_per_step, drain_ms, test_ms;
     };
     std::vector<Breakdown> breakdown;
+    // Where an epoch goes: host time to enqueue the steps (no sync), the wait for the device
+    // to drain them, and the test pass.
+    auto measure_breakdown = [&](const std::string& name, Model& bm) {
+      std::vector<Tensor> idx;
+      for (std::int64_t s = 0; s < n_steps; ++s)
+        idx.push_back(Tensor::scalar(static_cast<double>(s), Dtype::Int64));
+      bm.w.get_value();
+      auto t0 = Clock::now();
+      for (std::int64_t s = 0; s < n_steps; ++s) bm.train({idx[static_cast<std::size_t>(s)]});
+      const double host_s = since(t0);
+      bm.w.get_value();
+      const double drain_s = since(t0) - host_s;
+      auto t1 = Clock::now();
+      bm.predict({});
+      const double pred_s = since(t1);
+      fmt::print(
+          "breakdown {:<13} host {:7.2f} us/step, device drain after {:7.3f} ms, test pass "
+          "{:7.3f} ms\n",
+          name, host_s * 1e6 / static_cast<double>(n_steps), drain_s * 1e3, pred_s * 1e3);
+      breakdown.push_back(
+          {name, host_s * 1e6 / static_cast<double>(n_steps), drain_s * 1e3, pred_s * 1e3});
+    };
     auto add_variant = [&](const std::string& name, Model& vm) {
       run(vm, d.teX, d.te_labels, n_steps, 1, false);  // warm-up (graph capture)
       RunResult r = run(vm, d.teX, d.te_labels, n_steps, variant_epochs, false);
@@ -186,30 +223,39 @@ int main(int argc, char** argv) {
     {
       Model u = build(backend, data, false, 42);
       add_variant("updates_only (no cost read)", u);
-      // Where an epoch goes: host time to enqueue the steps (no sync), the wait for the
-      // device to drain them, and the test pass.
-      for (int read = 0; read < 2; ++read) {
-        Model& bm = read ? m : u;
-        std::vector<Tensor> idx;
-        for (std::int64_t s = 0; s < n_steps; ++s)
-          idx.push_back(Tensor::scalar(static_cast<double>(s), Dtype::Int64));
-        bm.w.get_value();
-        auto t0 = Clock::now();
-        for (std::int64_t s = 0; s < n_steps; ++s) bm.train({idx[static_cast<std::size_t>(s)]});
-        const double host_s = since(t0);
-        bm.w.get_value();
-        const double drain_s = since(t0) - host_s;
-        auto t1 = Clock::now();
-        bm.predict({});
-        const double pred_s = since(t1);
-        const std::string name = read ? "cost_read" : "updates_only";
-        fmt::print(
-            "breakdown {:<13} host {:7.2f} us/step, device drain after {:7.3f} ms, test pass "
-            "{:7.3f} ms\n",
-            name, host_s * 1e6 / static_cast<double>(n_steps), drain_s * 1e3, pred_s * 1e3);
-        breakdown.push_back(
-            {name, host_s * 1e6 / static_cast<double>(n_steps), drain_s * 1e3, pred_s * 1e3});
-      }
+      measure_breakdown("updates_only", u);
+      measure_breakdown("cost_read", m);
+    }
+    {
+      // The same tutorial with both products on cuBLAS (gemm through device pointer arrays,
+      // since the slice start is per call), against the skinny kernels, same epochs each.
+      Model sk = build(backend, data, true, 42);
+      add_variant("skinny_gemm (default)", sk);
+      const double skinny_ms = variants.back().ms;
+      Model nf = build(backend, data, true, 42, "nofuse");
+      add_variant("skinny_gemm nofuse", nf);
+      gemm_nofuse_ms = variants.back().ms;
+      // The mean cost as a reduce kernel of its own instead of inside the row kernel.
+      setenv("THEA_CUDA_FUSE_TOTAL", "0", 1);
+      Model nt = build(backend, data, true, 42);
+      unsetenv("THEA_CUDA_FUSE_TOTAL");
+      add_variant("mean_kernel (FUSE_TOTAL=0)", nt);
+      mean_kernel_ms = variants.back().ms;
+      Model cb = build(backend, data, true, 42, "0");
+      fmt::print("cuBLAS train schedule ({} kernels):\n{}", cb.train.kernel_count(),
+                 cb.train.debugprint());
+      add_variant("cublas_gemm (SKINNY_GEMM=0)", cb);
+      gemm_skinny_ms = skinny_ms;
+      gemm_cublas_ms = variants.back().ms;
+      fmt::print(
+          "gemm path: skinny (fused) {:.3f} ms/epoch, skinny nofuse {:.3f}, mean kernel {:.3f}, "
+          "cuBLAS {:.3f} ms/epoch ({:.2f}x)\n",
+          skinny_ms, gemm_nofuse_ms, mean_kernel_ms, gemm_cublas_ms,
+          skinny_ms > 0 ? gemm_cublas_ms / skinny_ms : 0.0);
+      Model cbu = build(backend, data, false, 42, "0");
+      add_variant("cublas_gemm updates_only", cbu);
+      measure_breakdown("cublas_updates_only", cbu);
+      measure_breakdown("cublas_cost_read", cb);
     }
     {
       setenv("THEA_CUDA_GRAPHS", "0", 1);
@@ -293,7 +339,11 @@ int main(int argc, char** argv) {
         j << (k ? ", " : "") << "\n    \"" << variants[k].name
           << "\": {\"ms_per_epoch\": " << variants[k].ms << ", \"accuracy\": " << variants[k].acc
           << "}";
-      j << "\n  },\n  \"breakdown\": {";
+      j << "\n  },\n  \"gemm_path\": {\"skinny_ms_per_epoch\": " << gemm_skinny_ms
+        << ", \"skinny_nofuse_ms_per_epoch\": " << gemm_nofuse_ms
+        << ", \"mean_kernel_ms_per_epoch\": " << mean_kernel_ms
+        << ", \"cublas_ms_per_epoch\": " << gemm_cublas_ms << "}";
+      j << ",\n  \"breakdown\": {";
       for (std::size_t k = 0; k < breakdown.size(); ++k)
         j << (k ? ", " : "") << "\n    \"" << breakdown[k].name
           << "\": {\"host_us_per_step\": " << breakdown[k].host_us_per_step

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <random>
 #include <string>
@@ -154,6 +155,116 @@ inline Case int_dot_case() {
   c.outputs = {dot(a, b), dot(v, a), dot(a.T(), v)};
   c.args = {sample({3, 4}, Dtype::Int32, 21), sample({4, 2}, Dtype::Int64, 22),
             sample({3}, Dtype::Int32, 23)};
+  return c;
+}
+
+// Products with a few static output columns (the CUDA backend's generated skinny gemm,
+// N <= 32) in every layout it reads: dot(X, W) (X's rows along the reduction), dot(X.T, G)
+// (the SGD update's shape: X's columns), a transposed B, the C + s * dot epilogue, gemm with
+// host and device alpha/beta and beta = 0, and a static and a per-call (index) slice of a
+// larger matrix. X is m x k (run-time sizes); n is the static column count.
+// (rows, reduction, columns) of a product case.
+struct GemmShape {
+  std::int64_t m, k, n;
+};
+
+// compare(case, tolerance) on make(dtype, m, k, n) for float32 and float64 over `shapes`,
+// with the dtype and the shape in the failure log.
+template <class Make, class Compare>
+void for_float_shapes(std::initializer_list<GemmShape> shapes, double tol32, Make&& make,
+                      Compare&& compare) {
+  for (Dtype d : {Dtype::Float32, Dtype::Float64})
+    for (const GemmShape& s : shapes) {
+      CAPTURE(dtype_name(d));
+      CAPTURE(s.m);
+      CAPTURE(s.k);
+      CAPTURE(s.n);
+      compare(make(d, s.m, s.k, s.n), d == Dtype::Float32 ? tol32 : 1e-9);
+    }
+}
+
+inline Case skinny_gemm_case(Dtype d, std::int64_t m, std::int64_t k, std::int64_t n) {
+  Case c;
+  Variable X = tensor(d, 2, "X");
+  Variable W = tensor(d, Shape{-1, n}, "W");    // k x n
+  Variable Wt = tensor(d, Shape{n, -1}, "Wt");  // n x k
+  Variable G = tensor(d, Shape{-1, n}, "G");    // m x n
+  Variable C = tensor(d, Shape{-1, n}, "C");    // k x n
+  Variable big = tensor(d, 2, "big");           // (m + 3) x (k + 2)
+  Variable s = tensor(d, 0, "s");
+  Variable i = lscalar("i");
+  c.inputs = {X, W, Wt, G, C, big, s, i};
+  c.outputs = {dot(X, W),
+               dot(X.T(), G),
+               dot(X, Wt.T()),
+               C + dot(X.T(), G) * s,
+               gemm(C, s, X, G, 0.5, true, false),
+               gemm(C, mean(G), X, G, sum(G) * 0.125, true, false),
+               gemm(C, 2.0, X, G, 0.0, true, false),
+               gemm(0.5, X, W),
+               dot(subtensor(big, {Slice(1, m + 1), Slice(2, k + 2)}), W),
+               dot(subtensor(big, {Slice(i, i + m), Slice(1, k + 1)}), W)};
+  c.args = {sample({m, k}, d, 41),   sample({k, n}, d, 42),          sample({n, k}, d, 43),
+            sample({m, n}, d, 44),   sample({k, n}, d, 45),          sample({m + 3, k + 2}, d, 46),
+            Tensor::scalar(0.75, d), Tensor::scalar(2, Dtype::Int64)};
+  return c;
+}
+
+// Row kernels that compute their product first: softmax/argmax/cross-entropy of dot(X, W)
+// (predict and the cost), the product read twice (softmax and cross-entropy), X a transposed
+// view and a per-call slice. X is m x k (run-time sizes), W k x n (n static).
+inline Case row_gemm_case(Dtype d, std::int64_t m, std::int64_t k, std::int64_t n) {
+  Case c;
+  Variable X = tensor(d, 2, "X"), Xt = tensor(d, 2, "Xt"), big = tensor(d, 2, "big");
+  Variable W = tensor(d, Shape{-1, n}, "W");
+  Variable Y = tensor(d, Shape{-1, n}, "Y"), Y2 = tensor(d, Shape{-1, n}, "Y2");
+  Variable labels = lvector("labels");
+  Variable i = lscalar("i");
+  c.inputs = {X, Xt, big, W, Y, Y2, labels, i};
+  Variable xs = subtensor(big, {Slice(i, i + m), Slice(1, k + 1)});
+  Variable p = nnet::softmax(dot(X, W));
+  c.outputs = {argmax(nnet::softmax(dot(X, W)), 1),
+               mean(nnet::categorical_crossentropy(p, Y)),
+               grad(mean(nnet::categorical_crossentropy(p, Y)), W),
+               nnet::log_softmax(dot(Xt.T(), W)) * 2.0,
+               sum(nnet::softmax(dot(xs, W)) * Y2, 1),
+               nnet::categorical_crossentropy(nnet::softmax(dot(xs, W)), labels)};
+  Tensor lab = Tensor::zeros({m}, Dtype::Int64);
+  for (std::int64_t r = 0; r < m; ++r) lab.set({r}, static_cast<double>((r * 5) % n));
+  // Small weights keep the logits O(1): softmax neither saturates nor cancels.
+  c.args = {sample({m, k}, d, 51),
+            sample({k, m}, d, 52),
+            sample({m + 3, k + 2}, d, 53),
+            Tensor::random_uniform({k, n}, -0.02, 0.02, 54, Dtype::Float64).astype(d),
+            sample({m, n}, d, 55),
+            sample({m, n}, d, 56),
+            lab,
+            Tensor::scalar(2, Dtype::Int64)};
+  return c;
+}
+
+// Row kernels that also add up a per-row value over all rows: the mean cost (rows not
+// stored), a sum of row maxima, rows that are both an output and summed, a keepdims
+// column; each over its own inputs (a row kernel of its own), or all over the same x (one
+// row kernel, which adds up one of them: the others stay reduce kernels). m rows (run
+// time), n columns (static).
+inline Case row_total_case(Dtype d, std::int64_t m, std::int64_t n, bool shared_x) {
+  Case c;
+  std::vector<Variable> xs, ys;
+  for (int k = 0; k < 4; ++k) {
+    xs.push_back(tensor(d, Shape{-1, n}, "x" + std::to_string(k)));
+    ys.push_back(tensor(d, Shape{-1, n}, "y" + std::to_string(k)));
+    if (shared_x && k > 0) continue;
+    c.inputs.push_back(xs.back());
+    c.inputs.push_back(ys.back());
+    c.args.push_back(sample({m, n}, d, 61 + 2 * static_cast<std::uint64_t>(k)));
+    c.args.push_back(sample({m, n}, d, 62 + 2 * static_cast<std::uint64_t>(k)));
+  }
+  auto x = [&](int k) { return shared_x ? xs[0] : xs[static_cast<std::size_t>(k)]; };
+  auto y = [&](int k) { return shared_x ? ys[0] : ys[static_cast<std::size_t>(k)]; };
+  Variable r = sum(exp(x(2) * 0.5), 1);
+  c.outputs = {mean(nnet::categorical_crossentropy(nnet::softmax(x(0)), y(0))),
+               sum(max(x(1) * 2.0, 1)), r, mean(r), mean(sum(x(3) * y(3), 1, true))};
   return c;
 }
 

@@ -91,6 +91,153 @@ TEST_CASE("take and inc_rows compile to sm_90 for every dtype") {
   }
 }
 
+TEST_CASE("skinny gemm kernels compile to sm_90: float dtypes, 1 to 32 columns") {
+  for (Dtype d : {Dtype::Float32, Dtype::Float64})
+    for (std::int64_t n : {1, 10, 32}) {
+      CAPTURE(dtype_name(d));
+      CAPTURE(n);
+      Case c = skinny_gemm_case(d, 5, 37, n);
+      compile_nvrtc(c, std::string("skinny_gemm_") + dtype_name(d) + "_" + std::to_string(n));
+      // Every product is a generated kernel: no cuBLAS pointer arrays, no operand copies.
+      cuda::Plan plan = lower_case(c);
+      INFO(plan.describe());
+      int skinny = 0;
+      for (const cuda::Step& st : plan.steps) {
+        CHECK(st.kind != cuda::StepKind::Copy);
+        CHECK(st.kind != cuda::StepKind::HostOp);
+        if (st.kind != cuda::StepKind::Gemm) continue;
+        CHECK(st.skinny);
+        CHECK_FALSE(st.indirect);
+        CHECK_FALSE(st.kernel.empty());
+        ++skinny;
+      }
+      CHECK(skinny == 10);
+    }
+}
+
+TEST_CASE("lowering: the tutorial step's products are skinny kernels reading the slice in place") {
+  // THEA_CUDA_SKINNY_GEMM unset: the row kernel computes the logits itself (and the mean
+  // cost), the update is a skinny kernel; "nofuse": two skinny kernels; "0": cuBLAS through
+  // pointer arrays. THEA_CUDA_FUSE_TOTAL=0: the mean is a reduce kernel of its own.
+  auto lower_step = [](std::int64_t classes, const char* env, bool fuse_total = true) {
+    if (env) setenv("THEA_CUDA_SKINNY_GEMM", env, 1);
+    if (!fuse_total) setenv("THEA_CUDA_FUSE_TOTAL", "0", 1);
+    const std::int64_t bs = 128;
+    Variable trX = shared(Tensor::zeros({1024, 784}), "trX");
+    Variable trY = shared(Tensor::zeros({1024, classes}), "trY");
+    Variable w = shared(Tensor::zeros({784, classes}), "w");
+    Variable i = lscalar("i");
+    Variable X = subtensor(trX, {Slice(i * bs, (i + 1) * bs)});
+    Variable Y = subtensor(trY, {Slice(i * bs, (i + 1) * bs)});
+    Variable cost = mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, w)), Y));
+    Variable g = grad(cost, w);
+    FunctionGraph fg({i.node()}, {cost.node()}, {{w.node(), (w - g * 0.05f).node()}});
+    run_rewrites(fg);
+    cuda::Plan plan = cuda::lower(fg);
+    unsetenv("THEA_CUDA_SKINNY_GEMM");
+    unsetenv("THEA_CUDA_FUSE_TOTAL");
+    return plan;
+  };
+  struct Count {
+    int gemms = 0, skinny = 0, indirect = 0, inplace = 0, prologues = 0, copies = 0, totals = 0;
+  };
+  auto count = [](const cuda::Plan& plan) {
+    Count c;
+    for (const cuda::Step& st : plan.steps) {
+      CHECK(st.kind != cuda::StepKind::HostOp);
+      c.copies += st.kind == cuda::StepKind::Copy;
+      c.totals += st.total >= 0;
+      if (st.kind == cuda::StepKind::RowGroup && st.prologue >= 0) {
+        ++c.prologues;
+        // The logits are never stored; the slice is read through its per-call pointer.
+        CHECK(plan.values[st.prologue].place == cuda::Place::Inline);
+        CHECK(plan.values[st.gemm_a].dynamic);
+        CHECK(plan.values[st.gemm_a].ptr_slot >= 0);
+      }
+      if (st.kind != cuda::StepKind::Gemm) continue;
+      ++c.gemms;
+      c.skinny += st.skinny;
+      c.indirect += st.indirect;
+      c.inplace += st.target >= 0;
+    }
+    return c;
+  };
+  {
+    cuda::Plan plan = lower_step(10, nullptr);
+    INFO(plan.describe());
+    Count c = count(plan);
+    CHECK(c.prologues == 1);
+    CHECK(c.gemms == 1);
+    CHECK(c.skinny == 1);
+    CHECK(c.inplace == 1);
+    CHECK(c.indirect == 0);
+    CHECK(c.copies == 0);
+    CHECK(c.totals == 1);
+    // The row kernel (with the product and the mean), the in-place update.
+    CHECK(plan.kernel_launches() == 2);
+    CHECK(plan.steps.size() == 2);
+    CHECK(plan.describe().find("with dot") != std::string::npos);
+    CHECK(plan.describe().find("with mean of rows") != std::string::npos);
+  }
+  {
+    cuda::Plan plan = lower_step(10, nullptr, false);
+    INFO(plan.describe());
+    Count c = count(plan);
+    CHECK(c.prologues == 1);
+    CHECK(c.totals == 0);
+    CHECK(plan.kernel_launches() == 3);  // the row kernel, the mean, the update
+  }
+  {
+    cuda::Plan plan = lower_step(10, "nofuse");
+    INFO(plan.describe());
+    Count c = count(plan);
+    CHECK(c.prologues == 0);
+    CHECK(c.gemms == 2);
+    CHECK(c.skinny == 2);
+    CHECK(c.inplace == 1);
+    CHECK(c.indirect == 0);
+    CHECK(c.copies == 0);
+    CHECK(c.totals == 1);
+    CHECK(plan.kernel_launches() == 3);
+  }
+  for (const char* env : {"0", "off"}) {
+    CAPTURE(env);
+    cuda::Plan plan = lower_step(10, env);
+    INFO(plan.describe());
+    Count c = count(plan);
+    CHECK(c.prologues == 0);
+    CHECK(c.gemms == 2);
+    CHECK(c.skinny == 0);
+    CHECK(c.indirect == 2);  // the slice's start is per call: cuBLAS reads pointer arrays
+    CHECK(plan.describe().find("skinny") == std::string::npos);
+  }
+  {
+    // More than 32 columns: cuBLAS, and no fusion.
+    cuda::Plan plan = lower_step(33, nullptr);
+    INFO(plan.describe());
+    Count c = count(plan);
+    CHECK(c.prologues == 0);
+    CHECK(c.gemms == 2);
+    CHECK(c.skinny == 0);
+  }
+}
+
+TEST_CASE("row kernels computing their product compile to sm_90: float dtypes, 2 to 32 columns") {
+  // (One column is not a row group's matrix: a plain skinny gemm, compiled above.)
+  for (Dtype d : {Dtype::Float32, Dtype::Float64})
+    for (std::int64_t n : {2, 10, 32}) {
+      CAPTURE(dtype_name(d));
+      CAPTURE(n);
+      Case c = row_gemm_case(d, 5, 37, n);
+      compile_nvrtc(c, std::string("row_gemm_") + dtype_name(d) + "_" + std::to_string(n));
+      cuda::Plan plan = lower_case(c);
+      INFO(plan.describe());
+      int prologues = 0;
+      for (const cuda::Step& st : plan.steps) prologues += st.prologue >= 0;
+      CHECK(prologues >= 4);
+    }
+}
+
 TEST_CASE("random graphs' kernels compile to sm_90") {
   // NVRTC takes ~30 ms per kernel: one batch here; the GPU suite compiles hundreds.
   for (int start = 0; start < 12; start += 12) {
@@ -121,6 +268,59 @@ TEST_CASE("nnet, one_hot and dot agree with the reference on the emulator") {
   compare_emu(float_case(Dtype::Float32), 1e-5, 1e-5);
   compare_emu(float_case(Dtype::Float64), 1e-9, 1e-9);
   compare_emu(int_dot_case(), 0, 0);
+}
+
+TEST_CASE("skinny gemm agrees with the reference on the emulator: odd, empty and single rows") {
+  // (m, k, n): reductions not a multiple of 32, one row, no rows (an empty product and an
+  // empty reduction writing beta * C), a k split over warps, grid-stride loops over rows
+  // (the emulator has 2 SMs), wide mode-1 blocks (k >= 225 rows of X^T), the reduction of
+  // X^T G split in 8 chunks (m = 130), 32 columns.
+  for_float_shapes({{5, 37, 10},
+                    {1, 33, 1},
+                    {0, 7, 3},
+                    {3, 0, 4},
+                    {70, 9, 2},
+                    {6, 300, 3},
+                    {130, 20, 5},
+                    {37, 70, 32}},
+                   1e-5, skinny_gemm_case,
+                   [](const Case& c, double tol) { compare_emu(c, tol, tol); });
+}
+
+TEST_CASE("row kernels computing their product agree with the reference on the emulator") {
+  // (m, k, n): a reduction not a multiple of 32 and one split over 2 and 4 warps per row
+  // (k = 300, 600), one row, no rows, an empty reduction, many rows (grid-stride loop).
+  for_float_shapes(
+      {{5, 37, 10}, {1, 33, 2}, {0, 7, 3}, {4, 0, 5}, {3, 300, 4}, {9, 600, 32}, {70, 9, 2}}, 1e-5,
+      row_gemm_case, [](const Case& c, double tol) { compare_emu(c, tol, tol); });
+}
+
+TEST_CASE("row kernels adding up their rows agree with the reference on the emulator") {
+  // No rows (a mean of nothing is NaN), one, a few, many (more blocks than the grid cap:
+  // the grid-stride loop), long rows (several warps per row: the slots sit after the
+  // all-reduce scratch).
+  struct Shape2 {
+    std::int64_t m, n;
+  };
+  for (Dtype d : {Dtype::Float32, Dtype::Float64})
+    for (Shape2 s : {Shape2{0, 3}, Shape2{1, 10}, Shape2{5, 10}, Shape2{300, 3}, Shape2{7, 1000}}) {
+      CAPTURE(dtype_name(d));
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      for (bool shared_x : {false, true}) {
+        CAPTURE(shared_x);
+        Case c = row_total_case(d, s.m, s.n, shared_x);
+        cuda::Plan plan = lower_case(c);
+        INFO(plan.describe());
+        int totals = 0;
+        for (const cuda::Step& st : plan.steps) totals += st.total >= 0;
+        CHECK(totals == (shared_x ? 1 : 4));
+        if (s.m == 5)  // the kernels are generic over sizes: one NVRTC compile per dtype / n
+          compile_nvrtc(c, std::string("row_total_") + dtype_name(d));
+        const double tol = d == Dtype::Float32 ? 1e-5 : 1e-9;
+        compare_emu(c, tol, tol);
+      }
+    }
 }
 
 TEST_CASE("take and inc_rows agree with the reference on the emulator, bit for bit") {
@@ -257,10 +457,11 @@ TEST_CASE("lowering: fusion and the in-place SGD gemm") {
   cuda::Plan plan = cuda::lower(fg);
   INFO(plan.describe());
   INFO(debugprint(fg.roots()));
-  // The update is one cuBLAS call writing straight into w's buffer.
+  // The update is one gemm writing straight into w's buffer; the forward product is one
+  // too, or computed by the row kernel (the default skinny-gemm fusion).
   int inplace = 0, gemms = 0;
   for (const cuda::Step& st : plan.steps) {
-    if (st.kind == cuda::StepKind::Gemm) ++gemms;
+    if (st.kind == cuda::StepKind::Gemm || st.prologue >= 0) ++gemms;
     if (st.kind == cuda::StepKind::Gemm && st.target >= 0) {
       ++inplace;
       CHECK(st.gemm_c == st.target);

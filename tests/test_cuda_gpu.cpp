@@ -164,6 +164,79 @@ TEST_CASE("gpu: the tutorial step with a device-resident dataset, replayed") {
   CHECK(max_abs_diff(pred_gpu({xs})[0], pred_ref({xs})[0]) == 0);
 }
 
+TEST_CASE("gpu: skinny gemm kernels (N <= 32) on odd and tutorial-sized shapes") {
+  if (!gpu_or_skip()) return;
+  for_float_shapes({{5, 37, 10},
+                    {1, 784, 10},
+                    {0, 7, 3},
+                    {3, 0, 4},
+                    {128, 784, 10},
+                    {130, 20, 5},
+                    {1000, 300, 32},
+                    {2048, 784, 10}},
+                   2e-5, skinny_gemm_case,
+                   [](const Case& c, double tol) { compare_backends(c, "cuda", tol, tol); });
+}
+
+TEST_CASE("gpu: row kernels computing their product and adding up their rows") {
+  if (!gpu_or_skip()) return;
+  struct Shape3 {
+    std::int64_t m, k, n;
+  };
+  for (Dtype d : {Dtype::Float32, Dtype::Float64}) {
+    CAPTURE(dtype_name(d));
+    const double tol = d == Dtype::Float32 ? 2e-5 : 1e-9;
+    for (Shape3 s : {Shape3{5, 37, 10}, Shape3{1, 33, 2}, Shape3{0, 7, 3}, Shape3{128, 784, 10},
+                     Shape3{9, 600, 32}, Shape3{2048, 784, 10}}) {
+      CAPTURE(s.m);
+      CAPTURE(s.k);
+      CAPTURE(s.n);
+      compare_backends(row_gemm_case(d, s.m, s.k, s.n), "cuda", tol, tol);
+    }
+    // Many blocks leave partials (the last one to finish adds them): many rows, long rows.
+    for (Shape3 s :
+         {Shape3{0, 0, 3}, Shape3{128, 0, 10}, Shape3{100000, 0, 10}, Shape3{300, 0, 3000}})
+      for (bool shared_x : {false, true}) {
+        CAPTURE(s.m);
+        CAPTURE(s.n);
+        compare_backends(row_total_case(d, s.m, s.n, shared_x), "cuda", tol, tol);
+      }
+  }
+}
+
+TEST_CASE("gpu: the tutorial step: skinny gemm runs are bit-identical and agree with cuBLAS") {
+  if (!gpu_or_skip()) return;
+  const int n = 1024, bs = 128, classes = 10, features = 784;
+  Tensor xs = Tensor::random_uniform({n, features}, 0, 1, 17);
+  Tensor ys = Tensor::zeros({n, classes});
+  for (int i = 0; i < n; ++i) ys.set({i, (i * 3) % classes}, 1.0);
+  // Trains 3 epochs on the GPU and returns the weights (and the plan, for the log).
+  auto train = [&](bool skinny, std::string* plan) {
+    if (!skinny) setenv("THEA_CUDA_SKINNY_GEMM", "0", 1);
+    Variable trX = shared(xs, "trX"), trY = shared(ys, "trY");
+    Variable w = shared(Tensor::random_normal({features, classes}, 0, 0.01, 18), "w");
+    Variable X = fmatrix("X"), Y = fmatrix("Y");
+    Variable cost = mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, w)), Y));
+    Variable i = lscalar("i");
+    Function f = function({i}, {cost}, {{w, w - grad(cost, w) * 0.05f}},
+                          {{X, subtensor(trX, {Slice(i * bs, (i + 1) * bs)})},
+                           {Y, subtensor(trY, {Slice(i * bs, (i + 1) * bs)})}},
+                          on("cuda"));
+    unsetenv("THEA_CUDA_SKINNY_GEMM");
+    *plan = f.debugprint();
+    for (int epoch = 0; epoch < 3; ++epoch)
+      for (int b = 0; b < n / bs; ++b) f({Tensor::scalar(b, Dtype::Int64)});
+    return w.get_value();
+  };
+  std::string p1, p2, p3;
+  Tensor a = train(true, &p1), b = train(true, &p2), c = train(false, &p3);
+  MESSAGE(p1);
+  CHECK(p1.find("skinny") != std::string::npos);
+  CHECK(p3.find("skinny") == std::string::npos);
+  CHECK(max_abs_diff(a, b) == 0);  // fixed summation order: identical run to run
+  CHECK(allclose(a, c, 1e-4, 1e-6));
+}
+
 TEST_CASE("gpu: shared variables move between backends and functions") {
   if (!gpu_or_skip()) return;
   Variable w = shared(Tensor::from_list({{1, 2}, {3, 4}}), "w");

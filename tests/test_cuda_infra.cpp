@@ -421,6 +421,137 @@ TEST_CASE("launch configuration: row reductions") {
       }
 }
 
+TEST_CASE("launch configuration: skinny gemm") {
+  auto d = h200();
+  // The tutorial's forward dot(X, w), 128 x 784 . 784 x 10, X rows contiguous: a block per
+  // row, 4 warps splitting the 784-long reduction, 4 x 10 float partials.
+  auto l = cuda::skinny_gemm_config(128, 784, 10, 784, 1, d, 4);
+  CHECK(l.mode == 0);
+  CHECK(l.cfg.block_x == 32);
+  CHECK(l.cfg.block_y == 4);
+  CHECK(l.cfg.grid_x == 128);
+  CHECK(l.cfg.shared_bytes == 4 * 10 * 4);
+  // The SGD update w += -lr X^T G: op(A) = X^T is 784 x 128 with unit row stride: a thread
+  // per weight row, 8 chunks of 16 batch rows each, combined through shared memory.
+  l = cuda::skinny_gemm_config(784, 128, 10, 1, 784, d, 4);
+  CHECK(l.mode == 1);
+  CHECK(l.cfg.block_x == 32);
+  CHECK(l.cfg.block_y == 8);
+  CHECK(l.cfg.grid_x == 25);
+  CHECK(l.cfg.shared_bytes == 8 * 32 * 10 * 4);
+  // The test pass, 10000 x 784 . 784 x 10: enough rows, no split; one wave of blocks.
+  l = cuda::skinny_gemm_config(10000, 784, 10, 784, 1, d, 4);
+  CHECK(l.mode == 0);
+  CHECK(l.cfg.block_y == 1);
+  CHECK(l.cfg.shared_bytes == 0);
+  CHECK(l.cfg.grid_x == 132 * 32);
+  // Many rows in mode 1: wider blocks, no split.
+  l = cuda::skinny_gemm_config(100000, 128, 10, 1, 100000, d, 4);
+  CHECK(l.mode == 1);
+  CHECK(l.cfg.block_x == 128);
+  CHECK(l.cfg.block_y == 1);
+  CHECK(l.cfg.shared_bytes == 0);
+  // Partials are capped at 32 KB (32 float64 columns): the split shrinks.
+  l = cuda::skinny_gemm_config(100, 4096, 32, 1, 100, d, 8);
+  CHECK(l.mode == 1);
+  CHECK(l.cfg.block_y == 4);
+  CHECK(l.cfg.shared_bytes == 4 * 32 * 32 * 8);
+  // One row is always mode 0 (nothing to spread across threads); so is a copied operand
+  // with no unit stride, and an empty reduction still launches (it writes beta * C).
+  CHECK(cuda::skinny_gemm_config(1, 784, 10, 1, 1, d, 4).mode == 0);
+  CHECK(cuda::skinny_gemm_config(7, 9, 3, 2, 14, d, 4).mode == 0);
+  l = cuda::skinny_gemm_config(5, 0, 3, 1, 5, d, 4);
+  CHECK(l.cfg.grid_x >= 1);
+  CHECK(l.cfg.block_y == 1);
+  // Every configuration covers every row, within the block and shared-memory limits.
+  for (std::int64_t m : {0, 1, 2, 31, 33, 1000, 100000})
+    for (std::int64_t k : {0, 1, 33, 784, 70000})
+      for (std::int64_t n : {1, 10, 32})
+        for (int vb : {4, 8})
+          for (bool col : {false, true}) {
+            CAPTURE(m);
+            CAPTURE(k);
+            CAPTURE(n);
+            auto c = cuda::skinny_gemm_config(m, k, n, col ? 1 : k, col ? m : 1, d, vb);
+            CHECK(c.cfg.block_x % 32 == 0);
+            CHECK(c.cfg.block_x * c.cfg.block_y <= 256);  // the kernels' __launch_bounds__
+            CHECK(c.cfg.shared_bytes <= 32768);
+            CHECK(c.cfg.grid_x >= 1);
+            const std::int64_t rows_per_block = c.mode == 0 ? 1 : c.cfg.block_x;
+            // Grid-stride loops cover the rest; the grid never exceeds what is needed.
+            CHECK(std::int64_t{c.cfg.grid_x} * rows_per_block <
+                  std::max<std::int64_t>(m, 1) + rows_per_block);
+            if (c.cfg.block_y > 1) {
+              const std::int64_t partials = c.mode == 0
+                                                ? std::int64_t{c.cfg.block_y} * n
+                                                : std::int64_t{c.cfg.block_y} * c.cfg.block_x * n;
+              CHECK(c.cfg.shared_bytes == partials * vb);
+            } else {
+              CHECK(c.cfg.shared_bytes == 0);
+            }
+          }
+}
+
+TEST_CASE("launch configuration: row kernels computing their product") {
+  auto d = h200();
+  // The tutorial's step: 128 rows of 10 logits over 784 inputs: 4 warps per row, 2 rows
+  // per block; shared: the rows' logits, the warps' partials, the sweeps' scratch.
+  auto c = cuda::row_group_gemm_config(128, 10, 784, d, 4);
+  CHECK(c.block_x == 128);
+  CHECK(c.block_y == 2);
+  CHECK(c.grid_x == 64);
+  CHECK(c.shared_bytes == 80 + 320 + 4 * 2 * 16);
+  // The test pass (10000 rows): a warp per row, 8 rows per block, no split.
+  c = cuda::row_group_gemm_config(10000, 10, 784, d, 4);
+  CHECK(c.block_x == 32);
+  CHECK(c.block_y == 8);
+  CHECK(c.grid_x == 1250);
+  CHECK(c.shared_bytes == 320 + 320);
+  // Short reductions are not split; float64 tiles are 16-byte aligned.
+  c = cuda::row_group_gemm_config(3, 7, 100, d, 8);
+  CHECK(c.block_x == 32);
+  CHECK(c.block_y == 4);
+  CHECK(c.shared_bytes == 224 + 224);
+  for (std::int64_t rows : {0, 1, 7, 128, 5000, 100000})
+    for (std::int64_t n : {1, 10, 32})
+      for (std::int64_t k : {0, 1, 100, 784, 100000}) {
+        CAPTURE(rows);
+        CAPTURE(n);
+        CAPTURE(k);
+        auto cc = cuda::row_group_gemm_config(rows, n, k, d, 8);
+        CHECK(cc.block_x % 32 == 0);
+        CHECK(cc.block_x <= 128);
+        CHECK(cc.block_x * cc.block_y <= 256);  // the kernel's __launch_bounds__
+        CHECK(std::int64_t{cc.grid_x} * cc.block_y >= rows);
+        CHECK(cc.shared_bytes % 16 == 0);
+        CHECK(cc.shared_bytes <= 48 * 1024);
+      }
+}
+
+TEST_CASE("launch configuration: row kernels adding up their rows") {
+  auto d = h200();
+  // The tutorial's row kernel: 64 blocks of 2 rows, 528 bytes of shared memory, plus a
+  // double slot per row.
+  auto c = cuda::row_group_gemm_config(128, 10, 784, d, 4);
+  cuda::add_row_total(c, d);
+  CHECK(c.grid_x == 64);
+  CHECK(c.shared_bytes == 528 + 2 * 8);
+  // Many rows: at most 8 blocks per SM leave partials (the kernel loops over the rest).
+  c = cuda::reduction_config(1000000, 10, true, d, 8, true);
+  cuda::add_row_total(c, d);
+  CHECK(c.grid_x == 132 * 8);
+  CHECK(c.shared_bytes == 8 * 8);
+  // Long rows: the slots start after the 16-byte-aligned all-reduce scratch.
+  c = cuda::reduction_config(3, 5000, true, d, 8, true);
+  const unsigned scratch = c.shared_bytes;
+  CHECK(scratch == 16 * c.block_y * (c.block_x / 32));
+  cuda::add_row_total(c, d);
+  CHECK(c.shared_bytes == scratch + c.block_y * 8);
+  c = cuda::reduction_config(0, 10, true, d, 8, true);
+  cuda::add_row_total(c, d);
+  CHECK(c.grid_x == 1);
+}
+
 namespace {
 // cuBLAS's column-major gemm semantics, on the host, to check the plans without a GPU.
 void colmajor_gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* A, int lda,

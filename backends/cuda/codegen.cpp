@@ -227,6 +227,10 @@ std::vector<std::string> emit_coords(KernelWriter& kw, const std::string& indent
 }
 
 const char* kHeader = "extern \"C\" __global__ void __launch_bounds__(1024) ";
+// Kernels holding up to 32 per-thread sums (skinny gemm, row kernels computing a product):
+// their configurations never exceed 256 threads, and the tighter bound leaves the compiler
+// 255 registers a thread instead of 64, so the sums stay out of local memory.
+const char* kHeader256 = "extern \"C\" __global__ void __launch_bounds__(256) ";
 
 std::string grid_loop(const std::string& n) {
   return "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < " + n +
@@ -763,14 +767,26 @@ class RowGroupWriter {
     if (needs_err_)
       kw_.body << "  int* err = (int*)" << kw_.word({ParamWord::Kind::ErrWord, -1, 0, 0, 0, {}})
                << ";\n";
-    kw_.body << "  THEA_DYN_SMEM(thea_smem);\n"
-             << "  const long long rows = " << kw_.word_dim(space_, 0)
-             << ", len = " << kw_.word_dim(space_, 1) << ";\n"
-             << "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows;"
+    if (st_.prologue >= 0) {
+      emit_prologue_setup();
+    } else {
+      kw_.body << "  THEA_DYN_SMEM(thea_smem);\n";
+    }
+    kw_.body << "  const long long rows = " << kw_.word_dim(space_, 0)
+             << ", len = " << kw_.word_dim(space_, 1) << ";\n";
+    if (st_.total >= 0) {
+      // One slot per row of the block, after the all-reduce scratch (see add_row_total).
+      kw_.body
+          << "  double thea_racc = 0.0;  // this block's rows, added in order\n"
+          << "  double* thea_rpart = reinterpret_cast<double*>(thea_smem + (blockDim.x > 32u ? "
+             "16u * blockDim.y * (blockDim.x / 32u) : 0u));\n";
+    }
+    kw_.body << "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows;"
              << " base += (long long)gridDim.x * blockDim.y) {\n"
              << "    const long long row = base + threadIdx.y;\n"
              << "    const bool valid = row < rows;\n"
              << "    const long long rowc = valid ? row : 0;  // safe index for idle threads\n";
+    if (st_.prologue >= 0) emit_prologue_row();
     // Per-row external operands and scalars.
     for (const Operand& o : st_.operands) {
       if (row_uses_.count(o.value)) emit_row_load(o.value);
@@ -785,12 +801,112 @@ class RowGroupWriter {
       if (is_elem(v)) continue;
       kw_.body << "    if (valid && threadIdx.x == 0) " << out_ptr(v) << "[row] = r" << v << ";\n";
     }
+    if (st_.total >= 0) emit_total_row();
     kw_.body << "  }\n";
+    if (st_.total >= 0) emit_total_end();
   }
 
  private:
   int vi(const NodePtr& n) const { return kw_.plan_.index.at(n.get()); }
   const Value& val(int v) const { return kw_.val(v); }
+
+  // The fused total (sum or mean of member `src` over all rows): per loop iteration, the
+  // block's rows into their slots, then added in row order by thread (0, 0).
+  void emit_total_row() {
+    const int src = vi(val(st_.total).node->inputs[0]);
+    kw_.body << "    __syncthreads();  // the previous rows' slots are read\n"
+             << "    if (threadIdx.x == 0) thea_rpart[threadIdx.y] = valid ? (double)r" << src
+             << " : 0.0;\n"
+             << "    __syncthreads();\n"
+             << "    if (threadIdx.x == 0 && threadIdx.y == 0)\n"
+             << "      for (unsigned k = 0; k < blockDim.y; ++k) thea_racc += thea_rpart[k];\n";
+  }
+
+  // Each block stores its partial; the last block to finish (a counter, reset for the next
+  // launch) adds the partials in block order and writes the total.
+  void emit_total_end() {
+    const int u = st_.total;
+    const bool mean = op_as<Reduce>(val(u).node)->kind() == ReduceKind::Mean;
+    st_.total_words = static_cast<int>(st_.params.size());
+    const std::string parts = kw_.word_const(0), count = kw_.word_const(0);
+    const std::string Tu = T(dt(u));
+    kw_.body
+        << "  if (threadIdx.x == 0 && threadIdx.y == 0) {\n"
+        << "    double* parts = (double*)" << parts << ";\n"
+        << "    unsigned* count = (unsigned*)" << count << ";\n"
+        << "    parts[blockIdx.x] = thea_racc;\n"
+        << "    __threadfence();\n"
+        << "    if (atomicAdd(count, 1u) == gridDim.x - 1u) {\n"
+        << "      __threadfence();\n"
+        << "      double t = 0.0;\n"
+        << "      for (unsigned b = 0; b < gridDim.x; ++b) t += ((volatile double*)parts)[b];\n"
+        << "      " << out_ptr(u) << "[0] = (" << Tu << ")(" << (mean ? "t / (double)rows" : "t")
+        << ");\n"
+        << "      *count = 0u;  // ready for the next launch (graph replays)\n"
+        << "    }\n"
+        << "  }\n";
+  }
+
+  // The fused product P = A . B (rows x NC): shared memory holds the block's rows of P
+  // (thea_tile), the warps' partial sums (thea_gpart), then the all-reduce scratch the sweeps
+  // use (thea_smem), each region 16-byte aligned and sized from blockDim (see
+  // row_group_gemm_config).
+  void emit_prologue_setup() {
+    const NodePtr& d = val(st_.prologue).node;
+    const std::string Tp = T(d->type.dtype);
+    const int a = st_.gemm_a, b = st_.gemm_b;
+    kw_.body
+        << "  constexpr int NC = " << d->type.shape[1] << ";\n"
+        << "  const long long K = " << kw_.word_dim(a, 1) << ";\n"
+        << "  const long long as_i = " << kw_.word_stride(a, 0)
+        << ", as_q = " << kw_.word_stride(a, 1) << ";\n"
+        << "  const long long bs_q = " << kw_.word_stride(b, 0)
+        << ", bs_j = " << kw_.word_stride(b, 1) << ";\n"
+        << "  const " << Tp << "* A = " << kw_.ptr(a) << ";\n"
+        << "  const " << Tp << "* B = " << kw_.ptr(b) << ";\n"
+        << "  THEA_DYN_SMEM(thea_smem_base);\n"
+        << "  const unsigned thea_nw = blockDim.x / 32u;\n"
+        << "  const unsigned long long thea_tile_bytes = (blockDim.y * NC * sizeof(" << Tp
+        << ") + 15) / 16 * 16;\n"
+        << "  const unsigned long long thea_gpart_bytes = (blockDim.y * thea_nw * NC * sizeof("
+        << Tp << ") + 15) / 16 * 16;\n"
+        << "  " << Tp << "* thea_tile = reinterpret_cast<" << Tp << "*>(thea_smem_base);\n"
+        << "  " << Tp << "* thea_gpart = reinterpret_cast<" << Tp
+        << "*>(thea_smem_base + thea_tile_bytes);\n"
+        << "  unsigned char* thea_smem = thea_smem_base + thea_tile_bytes + thea_gpart_bytes;\n";
+  }
+
+  // Row `rowc` of P into thea_tile[threadIdx.y][0..NC): the segment's threads stride the
+  // reduction, then shuffles in each warp and the warps' partials in order (deterministic).
+  void emit_prologue_row() {
+    const std::string Tp = T(val(st_.prologue).node->type.dtype);
+    kw_.body << "    {\n"
+             << "      " << Tp << " acc[NC];\n"
+             << "      THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" << Tp << ")0;\n"
+             << "      if (valid)\n"
+             << "        for (long long q = threadIdx.x; q < K; q += blockDim.x) {\n"
+             << "          const " << Tp << " x = A[rowc * as_i + q * as_q];\n"
+             << "          const " << Tp << "* bq = B + q * bs_q;\n"
+             << "          THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n"
+             << "        }\n"
+             << "      THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
+             << "        for (int off = 16; off > 0; off /= 2)\n"
+             << "          acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off, 32);\n"
+             << "      __syncthreads();  // the previous rows' tile is read\n"
+             << "      if (threadIdx.x % 32u == 0)\n"
+             << "        THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
+             << "          thea_gpart[(threadIdx.y * thea_nw + threadIdx.x / 32u) * NC + j] = "
+                "acc[j];\n"
+             << "      __syncthreads();\n"
+             << "      if (threadIdx.x < (unsigned)NC) {\n"
+             << "        const " << Tp << "* gp = thea_gpart + threadIdx.y * thea_nw * NC;\n"
+             << "        " << Tp << " s = gp[threadIdx.x];\n"
+             << "        for (unsigned w = 1; w < thea_nw; ++w) s += gp[w * NC + threadIdx.x];\n"
+             << "        thea_tile[threadIdx.y * NC + threadIdx.x] = s;\n"
+             << "      }\n"
+             << "      __syncthreads();\n"
+             << "    }\n";
+  }
   bool member(int v) const { return members_.count(v) > 0; }
   bool is_elem(int v) const {
     const TensorType& t = val(v).node->type;
@@ -920,6 +1036,11 @@ class RowGroupWriter {
         Role r = role_of(n, k);
         if (r != Role::Elem && r != Role::Col) continue;
         loaded.insert(j);
+        if (j == st_.prologue) {  // computed by this kernel: j < len == NC
+          kw_.body << ind << "const " << T(dt(j)) << " e" << j
+                   << " = thea_tile[threadIdx.y * NC + j];\n";
+          continue;
+        }
         std::string idx;
         const TensorType& t = val(j).node->type;
         if (r == Role::Elem)
@@ -1201,6 +1322,124 @@ void render_dot_naive(KernelWriter& kw) {
           << "    " << kw.out_ptr() << "[i] = (" << T << ")acc;\n  }\n";
 }
 
+// The skinny gemm: out (M x NC) = alpha * op(A) . op(B) [+ beta * C], NC <= 32 a compile-time
+// constant so the NC sums live in registers. Operands are read through their views' strides
+// (a per-call slice's pointer comes from the argument block, so the launch stays capturable).
+// Two layouts, chosen per instance (mode word; see skinny_gemm_config): mode 0 a block per
+// row, lanes striding the reduction; mode 1 a thread per row, chunks of the reduction per
+// block_y. Each output element is read (C) and written by one thread: safe in place.
+void render_skinny_gemm(KernelWriter& kw) {
+  Step& st = kw.step_;
+  const TensorType& ot = kw.val(st.out).node->type;
+  const std::string T = cuda_type(ot.dtype);
+  const int nc = static_cast<int>(ot.shape[1]);
+  const int a = st.gemm_a, b = st.gemm_b, c = st.gemm_c;
+  const int a_row = st.trans_a ? 1 : 0, a_red = 1 - a_row;  // A's axes: op(A)'s rows, reduction
+  const int b_red = st.trans_b ? 1 : 0, b_col = 1 - b_red;
+  const std::string mode = kw.word_const(0);
+  st.skinny_mode_word = static_cast<int>(st.params.size()) - 1;
+  auto scalar = [&](int value, int slot) {
+    if (value >= 0) return "((" + T + ")" + kw.ptr(value) + "[0])";
+    return std::string(ot.dtype == Dtype::Float32 ? "thea_arg_f32" : "thea_arg_f64") + "(args, " +
+           std::to_string(slot) + ")";
+  };
+  std::ostringstream& o = kw.body;
+  o << "  constexpr int NC = " << nc << ";\n"
+    << "  const long long M = " << kw.word_dim(st.out, 0) << ", K = " << kw.word_dim(a, a_red)
+    << ";\n"
+    << "  const long long as_i = " << kw.word_stride(a, a_row)
+    << ", as_q = " << kw.word_stride(a, a_red) << ";\n"
+    << "  const long long bs_q = " << kw.word_stride(b, b_red)
+    << ", bs_j = " << kw.word_stride(b, b_col) << ";\n"
+    << "  const " << T << "* A = " << kw.ptr(a) << ";\n"
+    << "  const " << T << "* B = " << kw.ptr(b) << ";\n"
+    << "  " << T << "* O = " << kw.out_ptr() << ";\n"
+    << "  const " << T << " alpha = " << scalar(st.alpha_value, st.alpha_slot) << ";\n";
+  if (c >= 0) {
+    // C broadcasts like an elementwise operand would (size-1 axes read with stride 0).
+    o << "  const " << T << "* C = " << kw.ptr(c) << ";\n"
+      << "  const long long cs_i = " << kw.word_space_stride(c, 0, 2)
+      << ", cs_j = " << kw.word_space_stride(c, 1, 2) << ";\n"
+      << "  const " << T << " beta = " << scalar(st.beta_value, st.beta_slot) << ";\n";
+  }
+  // BLAS semantics: beta == 0 does not read C.
+  auto store = [&](const std::string& ind, const std::string& col, const std::string& sum) {
+    o << ind << T << " v = alpha * " << sum << ";\n";
+    if (c >= 0)
+      o << ind << "if (beta != (" << T << ")0) v += beta * C[i * cs_i + " << col << " * cs_j];\n";
+    o << ind << "O[i * NC + " << col << "] = v;\n";
+  };
+  o << "  THEA_DYN_SMEM(thea_smem);\n"
+    << "  " << T << "* part = reinterpret_cast<" << T << "*>(thea_smem);\n"
+    << "  const long long ky = blockDim.y, ty = threadIdx.y, tx = threadIdx.x;\n"
+    << "  if (" << mode << " == 0) {\n"
+    << "    for (long long i = blockIdx.x; i < M; i += gridDim.x) {\n"
+    << "      " << T << " acc[NC];\n"
+    << "      THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" << T << ")0;\n"
+    << "      for (long long q = ty * 32 + tx; q < K; q += 32 * ky) {\n"
+    << "        const " << T << " x = A[i * as_i + q * as_q];\n"
+    << "        const " << T << "* bq = B + q * bs_q;\n"
+    << "        THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n"
+    << "      }\n"
+    << "      THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
+    << "        for (int off = 16; off > 0; off /= 2)\n"
+    << "          acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off, 32);\n"
+    << "      if (ky > 1) {\n"
+    << "        __syncthreads();  // the previous row's partials are read\n"
+    << "        if (tx == 0)\n"
+    << "          THEA_UNROLL for (int j = 0; j < NC; ++j) part[ty * NC + j] = acc[j];\n"
+    << "        __syncthreads();\n"
+    << "      }\n"
+    << "      if (ty == 0 && ky > 1 && tx < NC) {\n"
+    << "        " << T << " s = part[tx];\n"
+    << "        for (long long k = 1; k < ky; ++k) s += part[k * NC + tx];\n";
+  store("        ", "tx", "s");
+  // Lane j stores column j; acc is only ever indexed by the unrolled j (a select on the lane
+  // index would become a dynamic index and move acc to local memory).
+  o << "      } else if (ty == 0 && ky == 1) {\n"
+    << "        THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
+    << "          if (tx == j) {\n"
+    << "            const " << T << " s = acc[j];\n";
+  store("            ", "j", "s");
+  o << "          }\n"
+    << "      }\n"
+    << "    }\n"
+    << "  } else {\n"
+    << "    const long long bx = blockDim.x;\n"
+    << "    const long long chunk = (K + ky - 1) / ky, q0 = ty * chunk;\n"
+    << "    const long long q1 = q0 + chunk < K ? q0 + chunk : K;\n"
+    << "    for (long long i0 = (long long)blockIdx.x * bx; i0 < M; i0 += (long long)gridDim.x * "
+       "bx) "
+       "{\n"
+    << "      const long long i = i0 + tx;\n"
+    << "      " << T << " acc[NC];\n"
+    << "      THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" << T << ")0;\n"
+    << "      if (i < M)\n"
+    << "        for (long long q = q0; q < q1; ++q) {\n"
+    << "          const " << T << " x = A[i * as_i + q * as_q];\n"
+    << "          const " << T << "* bq = B + q * bs_q;\n"
+    << "          THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n"
+    << "        }\n"
+    << "      if (ky > 1) {\n"
+    << "        __syncthreads();  // the previous rows' partials are read\n"
+    << "        THEA_UNROLL for (int j = 0; j < NC; ++j) part[(j * ky + ty) * bx + tx] = acc[j];\n"
+    << "        __syncthreads();\n"
+    << "        if (ty == 0)\n"
+    << "          THEA_UNROLL for (int j = 0; j < NC; ++j) {\n"
+    << "            " << T << " s = part[j * ky * bx + tx];\n"
+    << "            for (long long k = 1; k < ky; ++k) s += part[(j * ky + k) * bx + tx];\n"
+    << "            acc[j] = s;\n"
+    << "          }\n"
+    << "      }\n"
+    << "      if (ty == 0 && i < M)\n"
+    << "        THEA_UNROLL for (int j = 0; j < NC; ++j) {\n"
+    << "          const " << T << " s = acc[j];\n";
+  store("          ", "j", "s");
+  o << "        }\n"
+    << "    }\n"
+    << "  }\n";
+}
+
 }  // namespace
 
 void render_kernels(Plan& plan) {
@@ -1255,6 +1494,10 @@ void render_kernels(Plan& plan) {
       case StepKind::IncRows:
         render_inc_rows(kw);
         break;
+      case StepKind::Gemm:
+        if (!st.skinny) continue;
+        render_skinny_gemm(kw);
+        break;
       default:
         continue;
     }
@@ -1272,7 +1515,8 @@ void render_kernels(Plan& plan) {
     st.kernel = name;
     src << "// " << step_kind_name(st.kind) << " "
         << (st.node->kind == NodeKind::Apply ? st.node->op->str() : st.node->label()) << "\n"
-        << kHeader << name << body << "#ifdef THEA_EMU\nextern \"C\" void " << name
+        << (st.skinny || st.prologue >= 0 ? kHeader256 : kHeader) << name << body
+        << "#ifdef THEA_EMU\nextern \"C\" void " << name
         << "__emu(const long long* p, const long long* a) { " << name
         << "(*reinterpret_cast<const thea_params<" << nw << ">*>(p), a); }\n#endif\n\n";
   }

@@ -44,6 +44,13 @@ inline T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) 
   return out;
 }
 
+// Blocks run one after another here: atomics need no locking and fences nothing.
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+inline void __threadfence() {}
 inline int atomicOr(int* p, int v) {
   int old = *p;
   *p = old | v;

@@ -7,6 +7,15 @@
 #define THEA_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
+// Loops over a compile-time count of per-thread sums (acc[j], j < NC): unrolled, so every
+// index is static and acc stays in registers (a loop left rolled indexes it dynamically,
+// which puts it in local memory).
+#ifdef THEA_EMU
+#define THEA_UNROLL
+#else
+#define THEA_UNROLL _Pragma("unroll")
+#endif
+
 // A kernel's by-value parameter block: N 8-byte words (pointers, sizes, strides).
 template <int N>
 struct thea_params {
@@ -18,6 +27,11 @@ __device__ __forceinline__ double thea_arg_f64(const long long* a, int k) {
   return __longlong_as_double(a[k]);
 }
 __device__ __forceinline__ long long thea_arg_i64(const long long* a, int k) { return a[k]; }
+// A float stored in the low 4 bytes of a word (gemm alpha/beta slots, as cuBLAS reads them).
+__device__ __forceinline__ float thea_arg_f32(const long long* a, int k) {
+  return __int_as_float(static_cast<int>(
+      static_cast<unsigned>(static_cast<unsigned long long>(a[k]) & 0xffffffffull)));
+}
 
 template <class T>
 __device__ __forceinline__ T thea_neg_inf();

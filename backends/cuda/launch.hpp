@@ -35,6 +35,36 @@ LaunchConfig elementwise_config(std::int64_t n, const DeviceInfo& dev, int waves
 LaunchConfig reduction_config(std::int64_t rows, std::int64_t row_len, bool contiguous,
                               const DeviceInfo& dev, int value_bytes = 8, bool with_index = false);
 
+// The generated skinny gemm: out (m x n) = op(A) (m x k) . op(B) (k x n), n <= 32 columns
+// held in registers. Mode 0 (A's rows run along the reduction, e.g. dot(X, w)): a block per
+// output row, block_y warps splitting the reduction and 32 lanes striding it, warp shuffles
+// then the warps' partials in order. Mode 1 (A's reduction stride is not 1 but its row
+// stride is, e.g. X^T in w -= lr X^T G): a thread per output row, so adjacent threads read
+// adjacent elements, block_y contiguous chunks of the reduction each, combined in chunk
+// order. Every sum has a fixed order for given sizes: identical results run to run.
+// shared_bytes holds the partials (value_bytes each).
+struct SkinnyGemmLaunch {
+  LaunchConfig cfg;
+  int mode = 0;
+};
+SkinnyGemmLaunch skinny_gemm_config(std::int64_t m, std::int64_t k, std::int64_t n,
+                                    std::int64_t a_row_stride, std::int64_t a_red_stride,
+                                    const DeviceInfo& dev, int value_bytes);
+
+// A row kernel that first computes its rows of a product P = A . B (rows x n, n <= 32, a
+// reduction of k) itself: blockDim.x = 32 * kx threads per row split the reduction (kx
+// warps when few rows), blockDim.y rows per block. shared_bytes covers, each rounded to
+// 16 bytes, the rows of P (block_y * n values), the warps' partials (block_y * kx * n) and
+// the row sweeps' all-reduce scratch (16 bytes per warp and row when kx > 1).
+LaunchConfig row_group_gemm_config(std::int64_t rows, std::int64_t n, std::int64_t k,
+                                   const DeviceInfo& dev, int value_bytes);
+
+// A row kernel that also adds up one per-row value over all rows (a fused sum/mean):
+// one double slot per row of a block after the all-reduce scratch (shared_bytes rounded up
+// to 16 first), and at most 8 blocks per SM (a grid-stride loop covers more rows), since
+// every block leaves a partial that the last one adds up.
+void add_row_total(LaunchConfig& c, const DeviceInfo& dev);
+
 // Largest power of two <= x (x >= 1), and smallest >= x.
 std::int64_t floor_pow2(std::int64_t x);
 std::int64_t ceil_pow2(std::int64_t x);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <sstream>
@@ -44,7 +45,7 @@ bool fusable_consumer(const NodePtr& c) {
 
 class Lowering {
  public:
-  explicit Lowering(const FunctionGraph& fg) : fg_(fg) {}
+  explicit Lowering(const FunctionGraph& fg) : fg_(fg), skinny_(skinny_gemm_enabled()) {}
 
   Plan run() {
     create_values();
@@ -408,7 +409,74 @@ class Lowering {
         v.place = internal ? Place::Inline : Place::Buffer;
       }
       groups_.push_back(ms);
+      prologues_.push_back(find_prologue(gid, in_group));
+      totals_.push_back(find_total(gid, in_group));
     }
+  }
+
+  // A float sum or mean over everything of a per-row member (the tutorial's cost, the mean
+  // of the rows' cross-entropies), read by nothing else in the graph's kernels: the group's
+  // kernel adds its rows in order per block and its last block adds the blocks' partials in
+  // order (deterministic), instead of a reduce kernel after it (-1: none).
+  int find_total(int gid, const std::set<int>& in_group) {
+    if (!row_total_fusion_enabled()) return -1;
+    for (int m : in_group) {
+      Value& mv = val(m);
+      const TensorType& mt = mv.node->type;
+      if (mv.place != Place::Buffer || !is_float(mt.dtype)) continue;
+      if (!(mt.ndim() == 1 || (mt.ndim() == 2 && mt.shape[1] == 1 && mt.shape[0] != 1))) continue;
+      int outside = -1, n_outside = 0;
+      // (Host users, e.g. size_of for the mean's divisor, read only the shape.)
+      for (int u : mv.users)
+        if (!in_group.count(u) && val(u).place != Place::Host) {
+          outside = u;
+          ++n_outside;
+        }
+      if (n_outside != 1) continue;
+      Value& uv = val(outside);
+      const auto* r = op_as<Reduce>(uv.node);
+      if (!r || uv.place != Place::Buffer || uv.group >= 0 || epilogues_.count(uv.node.get()))
+        continue;
+      if (r->kind() != ReduceKind::Sum && r->kind() != ReduceKind::Mean) continue;
+      if (uv.node->type.dtype != mt.dtype || uv.node->inputs[0] != mv.node) continue;
+      bool all_axes = r->axes().empty() || static_cast<int>(r->axes().size()) == mt.ndim();
+      if (!all_axes) continue;
+      uv.group = gid;
+      // The rows are not stored when nothing else reads them.
+      if (!is_output(mv.node) && !is_update_value(mv.node)) {
+        bool inside = true;
+        for (int u : mv.users)
+          inside &= u == outside || in_group.count(u) > 0 || val(u).place == Place::Host;
+        if (inside) mv.place = Place::Inline;
+      }
+      return outside;
+    }
+    return -1;
+  }
+
+  // A product whose every reader is in row group `gid` and whose value is one of the group's
+  // (N, C) matrices with C <= 32 static (the tutorial's logits dot(X, w)): computed by the
+  // group's kernel itself, a row at a time into shared memory, never stored (-1: none).
+  int find_prologue(int gid, const std::set<int>& in_group) {
+    if (!skinny_ || !skinny_fusion_enabled()) return -1;
+    for (int m : in_group)
+      for (const NodePtr& in : val(m).node->inputs) {
+        const int d = idx(in);
+        Value& dv = val(d);
+        if (!op_as<Dot>(in) || dv.place != Place::Buffer || row_class(in->type) != RowClass::Elem)
+          continue;
+        if (is_output(in) || is_update_value(in) || dv.users.empty()) continue;
+        bool inside = true;
+        for (int u : dv.users) inside &= in_group.count(u) > 0;
+        if (!inside) continue;
+        const int a = idx(in->inputs[0]), b = idx(in->inputs[1]);
+        if (in->inputs[0]->type.dtype != in->type.dtype) continue;
+        if (!skinny_ok(in, {a, b})) continue;
+        dv.place = Place::Inline;
+        dv.group = gid;
+        return d;
+      }
+    return -1;
   }
 
   void decide_inline() {
@@ -652,12 +720,23 @@ class Lowering {
     const std::vector<int>& ms = groups_[static_cast<std::size_t>(g)];
     Step st;
     st.kind = StepKind::RowGroup;
+    st.prologue = prologues_[static_cast<std::size_t>(g)];
+    st.total = totals_[static_cast<std::size_t>(g)];
+    if (st.prologue >= 0) {
+      const NodePtr& d = val(st.prologue).node;
+      st.gemm_a = idx(d->inputs[0]);
+      st.gemm_b = idx(d->inputs[1]);
+      for (int v : {st.gemm_a, st.gemm_b}) {
+        ensure_contig_steps(d, v);
+        add_operand(st, v, false);
+      }
+    }
     std::set<int> in_group(ms.begin(), ms.end());
     for (int m : ms) {
       const NodePtr& n = val(m).node;
       for (const NodePtr& in : n->inputs) {
         int j = idx(in);
-        if (in_group.count(j)) continue;
+        if (in_group.count(j) || j == st.prologue) continue;
         ensure_contig_steps(n, j);
         add_operand(st, j, false);
       }
@@ -670,6 +749,7 @@ class Lowering {
                    (op_as<CrossentropySoftmax>(n) && is_integer(n->inputs[1]->type.dtype));
     }
     if (!st.node) st.node = val(ms.back()).node;
+    if (st.out < 0 && st.total >= 0) st.out = st.total;  // the group stores only the total
     st.index_rank = 2;
     // The (N, C) space: a matrix-valued member, else the matrix a member reduces.
     for (int m : ms)
@@ -685,6 +765,33 @@ class Lowering {
     }
     if (st.space < 0) throw Error("cuda lowering: internal error: row group without a matrix");
     push_step(std::move(st));
+  }
+
+  // Whether a float product writing `out` (a matrix with a static column count <= 32) from
+  // the matrices `mats` (a, b and c, -1 for none) runs as the generated skinny gemm: every
+  // operand needs storage the kernel can read through its view.
+  bool skinny_ok(const NodePtr& out, std::initializer_list<int> mats) {
+    if (!skinny_) return false;
+    const TensorType& t = out->type;
+    if (!is_float(t.dtype) || t.ndim() != 2 || t.shape[1] < 1 || t.shape[1] > kSkinnyGemmMaxN)
+      return false;
+    for (int v : mats) {
+      if (v < 0) continue;
+      const Value& x = val(v);
+      if (x.node->type.ndim() != 2 || x.node->type.dtype != t.dtype) return false;
+      if (x.place == Place::Host || x.place == Place::Inline) return false;
+    }
+    return true;
+  }
+
+  void make_skinny(Step& st, int a, int b, int c) {
+    st.skinny = true;
+    st.gemm_a = a;
+    st.gemm_b = b;
+    st.gemm_c = c;
+    add_positional(st, a);
+    add_positional(st, b);
+    if (c >= 0) add_positional(st, c);
   }
 
   void build_steps() {
@@ -703,9 +810,14 @@ class Lowering {
         for (const NodePtr& in : ep.dot->inputs) ensure_contig_steps(n, idx(in));
         ensure_contig_steps(n, idx(ep.c));
         st.kind = StepKind::Gemm;
-        st.gemm_a = gemm_operand(idx(ep.dot->inputs[0]), true);
-        st.gemm_b = gemm_operand(idx(ep.dot->inputs[1]), true);
-        st.gemm_c = gemm_operand(idx(ep.c), false);
+        const int a = idx(ep.dot->inputs[0]), b = idx(ep.dot->inputs[1]), c = idx(ep.c);
+        if (skinny_ok(n, {a, b, c})) {
+          make_skinny(st, a, b, c);
+        } else {
+          st.gemm_a = gemm_operand(a, true);
+          st.gemm_b = gemm_operand(b, true);
+          st.gemm_c = gemm_operand(c, false);
+        }
         st.alpha = ep.alpha;
         st.alpha_scale = ep.scale ? idx(ep.scale) : -1;
         st.beta = 1.0;
@@ -765,8 +877,14 @@ class Lowering {
         add_positional(st, idx(n->inputs[0]));
       } else if (const auto* gm = op_as<Gemm>(n)) {
         st.kind = StepKind::Gemm;
-        st.gemm_a = gemm_operand(idx(n->inputs[Gemm::kA]), true);
-        st.gemm_b = gemm_operand(idx(n->inputs[Gemm::kB]), true);
+        const int a = idx(n->inputs[Gemm::kA]), b = idx(n->inputs[Gemm::kB]);
+        const int c = gm->accumulate() ? idx(n->inputs[Gemm::kC]) : -1;
+        if (skinny_ok(n, {a, b, c})) {
+          make_skinny(st, a, b, c);
+        } else {
+          st.gemm_a = gemm_operand(a, true);
+          st.gemm_b = gemm_operand(b, true);
+        }
         st.trans_a = gm->trans_a();
         st.trans_b = gm->trans_b();
         auto scalar = [&](int k, double* constant, int* scale, int* device) {
@@ -779,12 +897,18 @@ class Lowering {
         };
         scalar(Gemm::kAlpha, &st.alpha, &st.alpha_scale, &st.alpha_value);
         if (gm->accumulate()) {
-          st.gemm_c = gemm_operand(idx(n->inputs[Gemm::kC]), false);
+          if (!st.skinny) st.gemm_c = gemm_operand(c, false);
           scalar(Gemm::kBeta, &st.beta, &st.beta_scale, &st.beta_value);
         }
-        // cuBLAS reads device scalars at the address given when the call is made.
-        for (int v : {st.alpha_value, st.beta_value})
-          if (v >= 0 && val(v).dynamic) st.kind = StepKind::HostOp;
+        // cuBLAS reads device scalars at the address given when the call is made (the
+        // skinny kernel reads a per-call pointer from the argument block).
+        for (int v : {st.alpha_value, st.beta_value}) {
+          if (v < 0) continue;
+          if (st.skinny)
+            add_positional(st, v);
+          else if (val(v).dynamic)
+            st.kind = StepKind::HostOp;
+        }
         if (st.kind == StepKind::HostOp) {
           st.gemm_a = st.gemm_b = st.gemm_c = -1;
           for (const NodePtr& in : n->inputs) add_positional(st, idx(in));
@@ -829,10 +953,14 @@ class Lowering {
       } else if (op_as<Dot>(n)) {
         const Dtype d = n->type.dtype;
         bool blas = is_float(d) && n->inputs[0]->type.dtype == d && n->inputs[1]->type.dtype == d;
-        if (blas) {
+        const int a = idx(n->inputs[0]), b = idx(n->inputs[1]);
+        if (blas && skinny_ok(n, {a, b})) {
           st.kind = StepKind::Gemm;
-          st.gemm_a = gemm_operand(idx(n->inputs[0]), true);
-          st.gemm_b = gemm_operand(idx(n->inputs[1]), true);
+          make_skinny(st, a, b, -1);
+        } else if (blas) {
+          st.kind = StepKind::Gemm;
+          st.gemm_a = gemm_operand(a, true);
+          st.gemm_b = gemm_operand(b, true);
         } else {
           st.kind = StepKind::DotNaive;
           add_positional(st, idx(n->inputs[0]));
@@ -956,7 +1084,7 @@ class Lowering {
         if (st.beta_value < 0) st.beta_slot = next++;
         bool dyn = false;
         for (int g : {st.gemm_a, st.gemm_b, st.gemm_c})
-          if (g >= 0 && val(g).dynamic) dyn = true;
+          if (g >= 0 && val(g).dynamic && !st.skinny) dyn = true;
         if (dyn) {
           st.indirect = true;
           st.ptr_slots = next;
@@ -973,12 +1101,15 @@ class Lowering {
   };
 
   const FunctionGraph& fg_;
+  const bool skinny_;
   Plan plan_;
   std::vector<NodePtr> order_;
   std::unordered_map<const Node*, Epilogue> epilogues_;
   std::vector<Step> main_, inplace_;
   std::set<int> contig_done_, inplace_targets_;
   std::vector<std::vector<int>> groups_;  // row groups: member values in topological order
+  std::vector<int> prologues_;            // per row group: the product it computes, or -1
+  std::vector<int> totals_;               // per row group: the sum/mean of its rows, or -1
 };
 
 }  // namespace
@@ -1072,11 +1203,14 @@ std::string Plan::describe() const {
         os << " beta=" << (st.beta_value >= 0 ? std::string("device") : std::to_string(st.beta))
            << (st.beta_scale >= 0 ? "*scale" : "");
       os << (st.trans_a ? " trans_a" : "") << (st.trans_b ? " trans_b" : "")
-         << (st.indirect ? " indirect" : "");
+         << (st.indirect ? " indirect" : "") << (st.skinny ? " skinny" : "");
     }
     if (st.target >= 0)
       os << " -> " << values[static_cast<std::size_t>(st.target)].node->label()
          << (st.kind == StepKind::UpdateCopy ? "" : " (in place)");
+    if (st.prologue >= 0) os << " with dot";
+    if (st.total >= 0)
+      os << " with " << values[static_cast<std::size_t>(st.total)].node->op->name() << " of rows";
     if (!st.kernel.empty()) os << " {" << st.kernel << "}";
     os << "\n";
   }
@@ -1107,6 +1241,21 @@ std::string unsupported_reason(const FunctionGraph& fg) {
     if (h) host.insert(n.get());
   }
   return {};
+}
+
+bool skinny_gemm_enabled() {
+  const char* v = std::getenv("THEA_CUDA_SKINNY_GEMM");
+  return !(v && (std::string(v) == "0" || std::string(v) == "off"));
+}
+
+bool row_total_fusion_enabled() {
+  const char* v = std::getenv("THEA_CUDA_FUSE_TOTAL");
+  return !(v && (std::string(v) == "0" || std::string(v) == "off"));
+}
+
+bool skinny_fusion_enabled() {
+  const char* v = std::getenv("THEA_CUDA_SKINNY_GEMM");
+  return skinny_gemm_enabled() && !(v && std::string(v) == "nofuse");
 }
 
 Plan lower(const FunctionGraph& fg) { return Lowering(fg).run(); }

@@ -116,7 +116,33 @@ struct Step {
   int alpha_slot = -1, beta_slot = -1;  // args slots read by cuBLAS (device pointer mode)
   int ptr_slots = -1;                   // gemm_indirect: 3 consecutive slots with a, b, c pointers
   bool indirect = false;
+  // Gemm with a small static column count (N <= kSkinnyGemmMaxN): a generated kernel instead
+  // of cuBLAS. Operands are read through their views (a per-call slice's pointer comes from
+  // the argument block), so no copy or pointer array is needed and the step is capturable.
+  // operands = a, b[, c][, alpha value][, beta value]; params[skinny_mode_word] is patched
+  // per instance with the kernel's layout mode (see skinny_gemm_config).
+  bool skinny = false;
+  int skinny_mode_word = -1;
+  // RowGroup: a product (Dot, static C <= 32 columns) the kernel computes itself before each
+  // row's sweeps, into shared memory (the value is Inline); gemm_a / gemm_b are its operands.
+  int prologue = -1;
+  // RowGroup: a float sum/mean over all of one per-row member, computed by the kernel (each
+  // block adds its rows in order, the last block to finish adds the blocks' partials in
+  // order); params[total_words] / [+1] are the per-instance partials and block counter.
+  int total = -1;
+  int total_words = -1;
 };
+
+// Largest static output column count the generated skinny gemm handles (one warp's lanes).
+inline constexpr int kSkinnyGemmMaxN = 32;
+// THEA_CUDA_SKINNY_GEMM=0 (or off): every float product goes to cuBLAS. Read at each
+// lowering, so one process can compile both variants (the benchmark does).
+bool skinny_gemm_enabled();
+// THEA_CUDA_SKINNY_GEMM=nofuse: skinny kernels, but a row group's product stays a kernel of
+// its own (by default the row kernel computes it: one launch less per training step).
+bool skinny_fusion_enabled();
+// THEA_CUDA_FUSE_TOTAL=0: a row group's sum/mean over all rows stays a reduce kernel.
+bool row_total_fusion_enabled();
 
 struct Plan {
   std::vector<Value> values;

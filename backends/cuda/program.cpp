@@ -146,7 +146,8 @@ struct KeyHash {
 };
 
 struct Instance {
-  std::map<int, DeviceBuffer> buffers;  // value -> its own device storage
+  std::map<int, DeviceBuffer> buffers;          // value -> its own device storage
+  std::map<std::size_t, DeviceBuffer> scratch;  // step -> block partials + counter (row totals)
   std::vector<StepRt> steps;
   std::vector<void*> mirror_ptrs;  // shared buffers the parameters point into
   std::unique_ptr<Graph> graph;
@@ -632,7 +633,28 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
       const Shape& s = shapes[static_cast<std::size_t>(st.space)];
       const std::int64_t rows = s[0], len = s[1];
       sr.skip = rows == 0;
-      sr.cfg = reduction_config(rows, len, true, dev, 8, true);
+      if (st.prologue >= 0) {
+        const std::int64_t reduction = shapes[static_cast<std::size_t>(st.gemm_a)][1];
+        sr.cfg = row_group_gemm_config(rows, len, reduction, dev,
+                                       static_cast<int>(dtype_size(dtype(st.prologue))));
+      } else {
+        sr.cfg = reduction_config(rows, len, true, dev, 8, true);
+      }
+      if (st.total >= 0) {
+        // The total is written even with no rows (a mean of nothing is NaN, as numpy's).
+        sr.skip = false;
+        add_row_total(sr.cfg, dev);
+        const std::size_t parts = std::size_t{sr.cfg.grid_x} * 8;
+        auto it = inst.scratch.find(k);  // k: this step
+        if (it == inst.scratch.end())
+          it = inst.scratch.emplace(k, DeviceBuffer(&rt.allocator(), parts + 16)).first;
+        char* base = static_cast<char*>(it->second.get());
+        // The counter starts at 0; the last block of every launch sets it back to 0.
+        rt.memset_d(base + parts, 0, 16, stream);
+        sr.params[static_cast<std::size_t>(st.total_words)] = reinterpret_cast<std::int64_t>(base);
+        sr.params[static_cast<std::size_t>(st.total_words) + 1] =
+            reinterpret_cast<std::int64_t>(base + parts);
+      }
       break;
     }
     case StepKind::XentSoftmaxDx:
@@ -658,6 +680,21 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
       break;
     }
     case StepKind::Gemm: {
+      if (st.skinny) {
+        // op(A) is (m, k): A's axes swap when it is read transposed.
+        const std::size_t a = static_cast<std::size_t>(st.gemm_a);
+        const std::size_t row = st.trans_a ? 1 : 0, red = 1 - row;
+        const std::int64_t m = shapes[static_cast<std::size_t>(st.out)][0];
+        const std::int64_t n = shapes[static_cast<std::size_t>(st.out)][1];
+        const std::int64_t reduction = shapes[a][red];
+        const SkinnyGemmLaunch l =
+            skinny_gemm_config(m, reduction, n, views[a].strides[row], views[a].strides[red], dev,
+                               static_cast<int>(dtype_size(dtype(st.out))));
+        sr.cfg = l.cfg;
+        sr.params[static_cast<std::size_t>(st.skinny_mode_word)] = l.mode;
+        sr.skip = m == 0 || n == 0;
+        break;
+      }
       auto mat = [&](int v, bool as_b, bool trans) {
         const Shape& s = shapes[static_cast<std::size_t>(v)];
         const Strides& t = views[static_cast<std::size_t>(v)].strides;
@@ -834,6 +871,10 @@ void CudaProgram::Impl::enqueue(Instance& inst) {
     switch (st.kind) {
       case StepKind::Gemm: {
         if (sr.skip) break;
+        if (st.skinny) {
+          rt.launch(sr.kernel, sr.cfg, sr.params.data(), sr.params.size(), args, stream);
+          break;
+        }
         const Dtype d = dtype(st.out);
         if (sr.copy_c) rt.memcpy_d2d(sr.c.ptr, pointer(inst, st.gemm_c), nbytes(st.out), stream);
         const void* alpha = st.alpha_value >= 0
