@@ -16,17 +16,32 @@
 using namespace thea;
 
 // Counts heap allocations so a test can assert that a steady-state call allocates nothing
-// beyond the returned outputs.
+// beyond the returned outputs. Every unaligned form is replaced, not just new(size_t): the
+// defaults of the others forward to it, but AddressSanitizer replaces them with its own (e.g.
+// std::stable_sort's nothrow new), whose blocks our delete would then free() (a mismatch).
 namespace {
 std::atomic<long> g_allocs{0};
-}
-void* operator new(std::size_t n) {
+void* counted_malloc(std::size_t n) noexcept {
   g_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
+  return std::malloc(n ? n : 1);
+}
+// Out of line so GCC does not see free() inlined against a new-expression and warn
+// (-Wmismatched-new-delete): it cannot know that our operator new is malloc.
+[[gnu::noinline]] void release(void* p) noexcept { std::free(p); }
+}  // namespace
+void* operator new(std::size_t n) {
+  if (void* p = counted_malloc(n)) return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void* operator new[](std::size_t n) { return ::operator new(n); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
+void operator delete(void* p) noexcept { release(p); }
+void operator delete[](void* p) noexcept { release(p); }
+void operator delete(void* p, std::size_t) noexcept { release(p); }
+void operator delete[](void* p, std::size_t) noexcept { release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { release(p); }
 
 namespace thea {
 std::shared_ptr<Backend> make_cpu_backend();

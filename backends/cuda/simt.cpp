@@ -129,6 +129,24 @@ void run_block(BlockRun& run, unsigned n_threads) {
   }
 }
 
+// Out of line: getcontext is returns_twice, and inlined into simt_run's block loops it made
+// GCC warn (-Wclobbered) that the loop counters might be clobbered.
+[[gnu::noinline]] void start_thread(BlockRun& run, const LaunchConfig& cfg, unsigned t, unsigned bx,
+                                    unsigned by, unsigned bz) {
+  Coroutine& c = run.threads[t];
+  c.info.bid = {bx, by, bz};
+  c.info.gdim = {cfg.grid_x, cfg.grid_y, cfg.grid_z};
+  c.info.bdim = {cfg.block_x, cfg.block_y, cfg.block_z};
+  c.info.tid = {t % cfg.block_x, (t / cfg.block_x) % cfg.block_y, t / (cfg.block_x * cfg.block_y)};
+  c.info.linear = t;
+  c.state = State::Runnable;
+  getcontext(&c.ctx);
+  c.ctx.uc_stack.ss_sp = c.stack.get();
+  c.ctx.uc_stack.ss_size = kStackBytes;
+  c.ctx.uc_link = &run.scheduler;
+  makecontext(&c.ctx, &trampoline, 0);
+}
+
 }  // namespace
 
 const thea_emu_hooks* simt_hooks() { return &kHooks; }
@@ -155,21 +173,7 @@ void simt_run(const LaunchConfig& cfg, thea_emu_entry entry, const std::int64_t*
         for (unsigned bx = 0; bx < cfg.grid_x; ++bx) {
           // Uninitialised shared memory is garbage on a GPU: poison it here too.
           run.smem.assign(std::max<std::size_t>(cfg.shared_bytes, 16), 0xCD);
-          for (unsigned t = 0; t < n_threads; ++t) {
-            Coroutine& c = run.threads[t];
-            c.info.bid = {bx, by, bz};
-            c.info.gdim = {cfg.grid_x, cfg.grid_y, cfg.grid_z};
-            c.info.bdim = {cfg.block_x, cfg.block_y, cfg.block_z};
-            c.info.tid = {t % cfg.block_x, (t / cfg.block_x) % cfg.block_y,
-                          t / (cfg.block_x * cfg.block_y)};
-            c.info.linear = t;
-            c.state = State::Runnable;
-            getcontext(&c.ctx);
-            c.ctx.uc_stack.ss_sp = c.stack.get();
-            c.ctx.uc_stack.ss_size = kStackBytes;
-            c.ctx.uc_link = &run.scheduler;
-            makecontext(&c.ctx, &trampoline, 0);
-          }
+          for (unsigned t = 0; t < n_threads; ++t) start_thread(run, cfg, t, bx, by, bz);
           run_block(run, n_threads);
           if (!run.error.empty()) throw Error("cuda emulator: kernel threw: " + run.error);
         }
