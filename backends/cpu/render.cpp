@@ -13,24 +13,6 @@ namespace thea::cpu {
 
 using namespace thea::sched;
 
-const char* c_type(Dtype d) {
-  switch (d) {
-    case Dtype::Bool:
-      return "bool";
-    case Dtype::UInt8:
-      return "uint8_t";
-    case Dtype::Int32:
-      return "int32_t";
-    case Dtype::Int64:
-      return "int64_t";
-    case Dtype::Float32:
-      return "float";
-    case Dtype::Float64:
-      return "double";
-  }
-  return "double";
-}
-
 namespace {
 
 std::string literal(double v, Dtype d) {
@@ -41,11 +23,12 @@ std::string literal(double v, Dtype d) {
     case Dtype::UInt8:
     case Dtype::Int32:
     case Dtype::Int64:
-      std::snprintf(buf, sizeof buf, "((%s)INT64_C(%lld))", c_type(d), static_cast<long long>(v));
+      std::snprintf(buf, sizeof buf, "((%s)INT64_C(%lld))", dtype_c_type(d),
+                    static_cast<long long>(v));
       return buf;
     case Dtype::Float32:
     case Dtype::Float64: {
-      const char* t = c_type(d);
+      const char* t = dtype_c_type(d);
       if (std::isnan(v)) return std::string("((") + t + ")__builtin_nan(\"\"))";
       if (std::isinf(v))
         return std::string("((") + t + ")(" + (v < 0 ? "-" : "") + "__builtin_inf()))";
@@ -201,7 +184,7 @@ class LoopRenderer {
             << " + " << i << ") * 8, sizeof v);\n";
         os_ << "    f" << f << " = " << combine(e, "f" + std::to_string(f), "v") << ";\n";
         os_ << "  }\n";
-        os_ << "  const " << c_type(e.dtype) << " e" << f << " = "
+        os_ << "  const " << dtype_c_type(e.dtype) << " e" << f << " = "
             << acc_value(e, "f" + std::to_string(f)) << ";\n";
       }
       for (std::size_t i = 0; i < lk_.exprs.size(); ++i) {
@@ -244,8 +227,8 @@ class LoopRenderer {
     std::set<int> roots;
     for (const Access& a : lk_.accesses) roots.insert(root_of(s_, a.buffer));
     for (int rt : roots)
-      os_ << "  " << c_type(s_.buffers[rt].dtype) << "* const p" << rt << " = ("
-          << c_type(s_.buffers[rt].dtype) << "*)P[" << rt << "];\n";
+      os_ << "  " << dtype_c_type(s_.buffers[rt].dtype) << "* const p" << rt << " = ("
+          << dtype_c_type(s_.buffers[rt].dtype) << "*)P[" << rt << "];\n";
     os_ << "  (void)D;\n";
   }
 
@@ -271,12 +254,12 @@ class LoopRenderer {
   std::string acc_type(const Expr& e) {
     if (e.kind == ExprKind::Reduce && (e.reduce == ReduceKind::Sum || e.reduce == ReduceKind::Prod))
       return is_float(e.accum) ? "double" : "uint64_t";
-    return c_type(lk_.exprs[e.args[0]].dtype);
+    return dtype_c_type(lk_.exprs[e.args[0]].dtype);
   }
   // The accumulator converted to the reduction's dtype. Integer sums wrap in uint64_t (no
   // signed-overflow UB) but hold int64 values: read back through int64_t, or -10 becomes 1.8e19.
   std::string acc_value(const Expr& e, const std::string& acc) {
-    const std::string t = c_type(e.dtype);
+    const std::string t = dtype_c_type(e.dtype);
     if (e.kind == ExprKind::Reduce && acc_type(e) == "uint64_t")
       return "(" + t + ")(int64_t)" + acc;
     return "(" + t + ")" + acc;
@@ -290,10 +273,10 @@ class LoopRenderer {
       case ReduceKind::Prod:
         return is_float(e.accum) ? "1.0" : "1";
       case ReduceKind::Max:
-        if (is_float(in)) return std::string("-(") + c_type(in) + ")__builtin_inf()";
+        if (is_float(in)) return std::string("-(") + dtype_c_type(in) + ")__builtin_inf()";
         return int_limit(in, false);
       case ReduceKind::Min:
-        if (is_float(in)) return std::string("(") + c_type(in) + ")__builtin_inf()";
+        if (is_float(in)) return std::string("(") + dtype_c_type(in) + ")__builtin_inf()";
         return int_limit(in, true);
     }
     return "0";
@@ -318,7 +301,7 @@ class LoopRenderer {
 
   void emit_expr(int i, const std::string& ind) {
     const Expr& e = lk_.exprs[i];
-    const char* t = c_type(e.dtype);
+    const char* t = dtype_c_type(e.dtype);
     if (rb_ && e.level == 1)
       os_ << ind << "e" << i << "[r] = ";  // declared as an array before the row loop
     else
@@ -343,7 +326,7 @@ class LoopRenderer {
         break;
       case ExprKind::Scalar: {
         const ScalarOpInfo& info = scalar_info(e.op);
-        const char* ct = c_type(e.compute);
+        const char* ct = dtype_c_type(e.compute);
         if (e.op == ScalarOp::Cast) {
           os_ << "thea_cast<" << t << ">(" << ref(e.args[0]) << ")";
           break;
@@ -375,7 +358,7 @@ class LoopRenderer {
     const Access& a = lk_.accesses[st.access];
     int rt = root_of(s_, a.buffer);
     os_ << ind << "p" << rt << "[" << index_code(st.access) << "] = ("
-        << c_type(s_.buffers[rt].dtype) << ")" << ref(st.expr) << ";\n";
+        << dtype_c_type(s_.buffers[rt].dtype) << ")" << ref(st.expr) << ";\n";
   }
 
   void emit_level(int level, const std::string& ind) {
@@ -484,7 +467,7 @@ class LoopRenderer {
       const std::string size = std::to_string(lk_.domain[d].size);
       for (int i = 0; i < n; ++i)
         if (cached_in_[i] == p)
-          os_ << ind << c_type(lk_.exprs[i].dtype) << " ce" << i << "[" << size << "];\n";
+          os_ << ind << dtype_c_type(lk_.exprs[i].dtype) << " ce" << i << "[" << size << "];\n";
       // Not unrolled first: a fully unrolled 10-iteration loop is no longer vectorised.
       os_ << ind << "#pragma GCC unroll 1\n";
       os_ << ind << "for (int64_t i" << d << " = 0; i" << d << " < " << size << "; ++i" << d
@@ -492,7 +475,7 @@ class LoopRenderer {
       for (int i = 0; i < n; ++i) {
         if (!map_need[i]) continue;
         if (cached_in_[i] >= 0 && cached_in_[i] < p)
-          os_ << ind << "  const " << c_type(lk_.exprs[i].dtype) << " e" << i << " = ce" << i
+          os_ << ind << "  const " << dtype_c_type(lk_.exprs[i].dtype) << " e" << i << " = ce" << i
               << "[i" << d << "];\n";
         else
           emit_expr(i, ind + "  ");
@@ -519,7 +502,7 @@ class LoopRenderer {
     for (int i : accs) {
       const Expr& e = lk_.exprs[i];
       if (e.kind == ExprKind::ArgReduce)
-        os_ << ind << c_type(lk_.exprs[e.args[0]].dtype) << " b" << i << "{}; int64_t a" << i
+        os_ << ind << dtype_c_type(lk_.exprs[e.args[0]].dtype) << " b" << i << "{}; int64_t a" << i
             << " = -1; bool nan" << i << " = false;\n";
       else if (split)
         os_ << ind << acc_type(e) << " a" << i << "[4] = {" << acc_init(e) << ", " << acc_init(e)
@@ -536,8 +519,8 @@ class LoopRenderer {
     for (int i = 0; i < n; ++i) {
       if (!need[i]) continue;
       if (cached_in_[i] >= 0 && cached_in_[i] <= p)
-        os_ << body << "const " << c_type(lk_.exprs[i].dtype) << " e" << i << " = ce" << i << "[i"
-            << inner_[0] << "];\n";
+        os_ << body << "const " << dtype_c_type(lk_.exprs[i].dtype) << " e" << i << " = ce" << i
+            << "[i" << inner_[0] << "];\n";
       else
         emit_expr(i, body);
     }
@@ -580,7 +563,7 @@ class LoopRenderer {
         os_ << ind << "const " << acc_type(e) << " a" << i << "s = "
             << combine(e, combine(e, a + "[0]", a + "[1]"), combine(e, a + "[2]", a + "[3]"))
             << ";\n";
-        os_ << ind << "const " << c_type(e.dtype) << " e" << i << " = "
+        os_ << ind << "const " << dtype_c_type(e.dtype) << " e" << i << " = "
             << acc_value(e, "a" + std::to_string(i) + "s") << ";\n";
       } else {
         emit_expr(i, ind);
@@ -621,7 +604,7 @@ class LoopRenderer {
   void row_loop(const std::vector<int>& ids, const std::string& ind, Extra&& extra) {
     for (int i : ids)
       if (lk_.exprs[i].level == 1)
-        os_ << ind << c_type(lk_.exprs[i].dtype) << " e" << i << "[" << kRowBlock << "];\n";
+        os_ << ind << dtype_c_type(lk_.exprs[i].dtype) << " e" << i << "[" << kRowBlock << "];\n";
     os_ << ind << "for (int r = 0; r < nr; ++r) {\n";
     os_ << ind << "  const int64_t i" << outer_[0] << " = ib + r;\n";
     for (int i : ids) emit_expr(i, ind + "  ");
@@ -740,7 +723,7 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
   const GemmKernel& g = k.gemm;
   KernelCode code;
   const bool flt = is_float(g.dtype);
-  const char* T = c_type(g.dtype);
+  const char* T = dtype_c_type(g.dtype);
   const int lanes = vector_bytes / static_cast<int>(dtype_size(g.dtype));
   const int ra = root_of(s, g.a), rb = root_of(s, g.b), ro = root_of(s, g.out);
   const int rc = g.c_in >= 0 ? root_of(s, g.c_in) : -1;
@@ -890,7 +873,7 @@ bool render_chain(const Schedule& s, const RowChain& c, int prefetch_slot,
      << ", part, nparts);\n";
   if (reduces) {
     const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
-    const char* T = c_type(t.dtype);
+    const char* T = dtype_c_type(t.dtype);
     const std::int64_t km = t.m.size, kn = t.n.size;  // static: rendered as GemmTN
     chain.chain_part_bytes = km * kn * static_cast<std::int64_t>(dtype_size(t.dtype));
     const std::string lda = dim_code(g.k), ldd = dim_code(t.n);
@@ -916,7 +899,7 @@ bool render_chain(const Schedule& s, const RowChain& c, int prefetch_slot,
        << ", nparts);\n";
   if (reduces) {
     const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
-    const char* T = c_type(t.dtype);
+    const char* T = dtype_c_type(t.dtype);
     const std::int64_t n = t.m.size * t.n.size;
     auto scalar = [&](const ScalarArg& a) {
       if (a.is_const) return literal(a.value, t.dtype);

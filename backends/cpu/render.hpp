@@ -52,7 +52,4 @@ using PrepFn = void (*)(void* const* P, const std::int64_t* D, void* S);
 // `vector_bytes`: SIMD width the micro-kernels are built for (16/32/64).
 Rendered render(const sched::Schedule& s, const sched::MemPlan& plan, int vector_bytes);
 
-// The C type of a dtype in generated code ("float", "int64_t", ...).
-const char* c_type(Dtype d);
-
 }  // namespace thea::cpu

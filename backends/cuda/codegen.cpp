@@ -14,24 +14,6 @@
 
 namespace thea::cuda {
 
-const char* cuda_type(Dtype d) {
-  switch (d) {
-    case Dtype::Bool:
-      return "bool";
-    case Dtype::UInt8:
-      return "uint8_t";
-    case Dtype::Int32:
-      return "int32_t";
-    case Dtype::Int64:
-      return "int64_t";
-    case Dtype::Float32:
-      return "float";
-    case Dtype::Float64:
-      return "double";
-  }
-  return "double";
-}
-
 std::string nvrtc_source(const std::string& body) {
   return kernel_prelude() + kKernelLib + "\n" + body;
 }
@@ -76,7 +58,7 @@ class KernelWriter {
 
   // Expression for the data pointer of value v, typed T* (const unless writable).
   std::string ptr(int v, bool writable = false) {
-    const std::string t = std::string(writable ? "" : "const ") + cuda_type(dtype_of(v)) + "*";
+    const std::string t = std::string(writable ? "" : "const ") + dtype_c_type(dtype_of(v)) + "*";
     if (val(v).dynamic) return "((" + t + ")args[" + std::to_string(val(v).ptr_slot) + "])";
     return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
   }
@@ -84,7 +66,7 @@ class KernelWriter {
   // shared variable's buffer, all fixed for an instance.
   std::string out_ptr() {
     int v = step_.target >= 0 ? step_.target : step_.out;
-    const std::string t = std::string(cuda_type(val(step_.out).node->type.dtype)) + "*";
+    const std::string t = std::string(dtype_c_type(val(step_.out).node->type.dtype)) + "*";
     return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
   }
 
@@ -92,9 +74,10 @@ class KernelWriter {
   std::string host_scalar(int v) {
     Dtype d = dtype_of(v);
     std::string slot = std::to_string(val(v).scalar_slot);
-    if (is_float(d)) return "((" + std::string(cuda_type(d)) + ")thea_arg_f64(args, " + slot + "))";
+    if (is_float(d))
+      return "((" + std::string(dtype_c_type(d)) + ")thea_arg_f64(args, " + slot + "))";
     if (d == Dtype::Bool) return "(thea_arg_i64(args, " + slot + ") != 0)";
-    return "((" + std::string(cuda_type(d)) + ")thea_arg_i64(args, " + slot + "))";
+    return "((" + std::string(dtype_c_type(d)) + ")thea_arg_i64(args, " + slot + "))";
   }
 
   static std::string var(int v) { return "v" + std::to_string(v); }
@@ -138,16 +121,17 @@ std::string elemwise_expr(const Elemwise& e, const NodePtr& n, const std::vector
       ct = n->type.dtype;
       break;
   }
-  const std::string CT = cuda_type(ct);
+  const std::string CT = dtype_c_type(ct);
   auto conv = [&](int i) { return "(" + CT + ")(" + in[static_cast<std::size_t>(i)] + ")"; };
   const std::string f = info.functor;
   switch (sop) {
     case ScalarOp::Cast:
-      return f + "<" + cuda_type(n->type.dtype) + ", " + cuda_type(dt[0]) + ">(" + in[0] + ")";
+      return f + "<" + dtype_c_type(n->type.dtype) + ", " + dtype_c_type(dt[0]) + ">(" + in[0] +
+             ")";
     case ScalarOp::Second:
-      return f + "<" + cuda_type(dt[0]) + ", " + CT + ">(" + in[0] + ", " + conv(1) + ")";
+      return f + "<" + dtype_c_type(dt[0]) + ", " + CT + ">(" + in[0] + ", " + conv(1) + ")";
     case ScalarOp::Switch:
-      return f + "<" + cuda_type(dt[0]) + ", " + CT + ">(" + in[0] + ", " + conv(1) + ", " +
+      return f + "<" + dtype_c_type(dt[0]) + ", " + CT + ">(" + in[0] + ", " + conv(1) + ", " +
              conv(2) + ")";
     case ScalarOp::Pow:
       if (!is_float(ct))  // host std::pow on integers computes in double
@@ -169,7 +153,7 @@ void emit_fused(KernelWriter& kw, const std::string& indent) {
     for (const NodePtr& i : f->inputs) in.push_back(KernelWriter::var(kw.plan_.index.at(i.get())));
     const auto* e = op_as<Elemwise>(f);
     if (!e) throw Error("cuda codegen: fused node " + f->describe() + " is not elementwise");
-    kw.body << indent << "const " << cuda_type(f->type.dtype) << " " << KernelWriter::var(v)
+    kw.body << indent << "const " << dtype_c_type(f->type.dtype) << " " << KernelWriter::var(v)
             << " = " << elemwise_expr(*e, f, in) << ";\n";
   }
 }
@@ -180,7 +164,7 @@ void emit_loads(KernelWriter& kw, const std::string& indent, const std::string& 
                 const std::vector<std::string>& coords, int rank) {
   for (const Operand& o : kw.step_.operands) {
     const Value& ov = kw.val(o.value);
-    const std::string T = cuda_type(ov.node->type.dtype);
+    const std::string T = dtype_c_type(ov.node->type.dtype);
     std::string rhs;
     if (ov.place == Place::Host) {
       rhs = kw.host_scalar(o.value);
@@ -331,7 +315,7 @@ void emit_segment_loads(KernelWriter& kw, const ReduceShape& rs, int space,
   }
   for (const Operand& o : st.operands) {
     const Value& ov = kw.val(o.value);
-    const std::string T = cuda_type(ov.node->type.dtype);
+    const std::string T = dtype_c_type(ov.node->type.dtype);
     std::string rhs;
     if (ov.place == Place::Host) {
       rhs = kw.host_scalar(o.value);
@@ -360,6 +344,32 @@ std::string segment_head(KernelWriter& kw, int space, const ReduceShape& rs) {
      << "    const long long row = base + threadIdx.y;\n"
      << "    const bool valid = row < rows;\n";
   return os.str();
+}
+
+// Generated code: `T acc[NC]` holding this thread's share of the NC dot products of row
+// `row` of A with B's columns, over q = first, first + step, ... < last, in that order
+// (`guard`, when not empty, skips the loop for rows past the end). A, B and their strides
+// as_i/as_q/bs_q/bs_j are the kernel's names for the product's operands.
+std::string row_dot_code(const std::string& ind, const std::string& T, const std::string& row,
+                         const std::string& first, const std::string& last, const std::string& step,
+                         const std::string& guard) {
+  const std::string loop_ind = guard.empty() ? ind : ind + "  ";
+  std::string s = ind + T + " acc[NC];\n" + ind +
+                  "THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" + T + ")0;\n";
+  if (!guard.empty()) s += ind + "if (" + guard + ")\n";
+  s += loop_ind + "for (long long q = " + first + "; q < " + last + "; q += " + step + ") {\n" +
+       loop_ind + "  const " + T + " x = A[" + row + " * as_i + q * as_q];\n" + loop_ind +
+       "  const " + T + "* bq = B + q * bs_q;\n" + loop_ind +
+       "  THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n" + loop_ind +
+       "}\n";
+  return s;
+}
+
+// Generated code: each acc[j] summed over the 32 lanes of the warp (a fixed shuffle tree).
+std::string warp_sum_code(const std::string& ind) {
+  return ind + "THEA_UNROLL for (int j = 0; j < NC; ++j)\n" + ind +
+         "  for (int off = 16; off > 0; off /= 2)\n" + ind +
+         "    acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off, 32);\n";
 }
 
 std::string int_limit(Dtype d, bool max) {
@@ -420,10 +430,10 @@ void render_reduce(KernelWriter& kw) {
     case ReduceKind::Min: {
       const bool mx = r->kind() == ReduceKind::Max;
       if (is_float(in)) {
-        acc_t = cuda_type(in);
+        acc_t = dtype_c_type(in);
         init = mx ? "thea_neg_inf<" + acc_t + ">()" : "(-thea_neg_inf<" + acc_t + ">())";
       } else {
-        acc_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : cuda_type(in);
+        acc_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : dtype_c_type(in);
         init = "(" + acc_t + ")" + int_limit(in, !mx);
       }
       const std::string f = mx ? "thea_maximum" : "thea_minimum";
@@ -442,8 +452,8 @@ void render_reduce(KernelWriter& kw) {
   kw.body << "        " << combine << ";\n      }\n    }\n";
   kw.body << "    acc = thea_segment_allreduce<" << acc_t << ">(acc, " << op << ", (" << acc_t
           << "*)thea_smem);\n";
-  kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = (" << cuda_type(out)
-          << ")(" << fin << ");\n  }\n";
+  kw.body << "    if (valid && threadIdx.x == 0) " << kw.out_ptr() << "[row] = ("
+          << dtype_c_type(out) << ")(" << fin << ");\n  }\n";
 }
 
 void render_argreduce(KernelWriter& kw) {
@@ -457,10 +467,10 @@ void render_argreduce(KernelWriter& kw) {
   const bool mx = a->is_max();
   std::string val_t, init;
   if (is_float(in)) {
-    val_t = cuda_type(in);
+    val_t = dtype_c_type(in);
     init = mx ? "thea_neg_inf<" + val_t + ">()" : "(-thea_neg_inf<" + val_t + ">())";
   } else {
-    val_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : cuda_type(in);
+    val_t = (in == Dtype::Bool || in == Dtype::UInt8) ? "int" : dtype_c_type(in);
     init = "(" + val_t + ")" + int_limit(in, !mx);
   }
   const std::string v = KernelWriter::var(space);
@@ -489,7 +499,7 @@ void render_softmax(KernelWriter& kw) {
   for (int d = 0; d < rank - 1; ++d) rs.kept.push_back(d);
   rs.reduced.push_back(rank - 1);
   const std::string v = KernelWriter::var(space);
-  const std::string T = cuda_type(n->type.dtype);
+  const std::string T = dtype_c_type(n->type.dtype);
   kw.body << segment_head(kw, space, rs);
   std::map<int, std::string> bases;
   // Pass 1: max; pass 2: sum of exp; pass 3: write. The input is recomputed per pass
@@ -535,7 +545,7 @@ std::string load1(KernelWriter& kw, int v, const std::string& i) {
 void render_xent(KernelWriter& kw) {
   Step& st = kw.step_;
   const int p = st.operands[0].value, l = st.operands[1].value;
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   const std::string rows = kw.word_dim(p, 0), classes = kw.word_dim(p, 1);
   kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
   kw.body << "  const long long classes = " << classes << ";\n";
@@ -550,7 +560,7 @@ void render_xent(KernelWriter& kw) {
 void render_xent_grad(KernelWriter& kw) {
   Step& st = kw.step_;
   const int g = st.operands[0].value, p = st.operands[1].value, l = st.operands[2].value;
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
   kw.body << "  const long long classes = " << kw.word_dim(p, 1) << ";\n";
   kw.body << grid_loop(kw.word_numel(p));
@@ -566,7 +576,7 @@ void render_one_hot(KernelWriter& kw) {
   Step& st = kw.step_;
   const auto* oh = op_as<OneHot>(st.node);
   const int l = st.operands[0].value;
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
   kw.body << "  const long long classes = " << kw.word_const(oh->num_classes()) << ";\n";
   kw.body << grid_loop(kw.word_numel(st.out));
@@ -627,7 +637,7 @@ void render_inc_rows(KernelWriter& kw) {
   Step& st = kw.step_;
   const int x = st.operands[0].value, ix = st.operands[1].value, y = st.operands[2].value;
   const int rank = st.index_rank;
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   emit_row_index_loop(kw, x, ix, rank);
   kw.body << "    bool first = true;\n"
           << "    for (long long q = 0; q < k && first; ++q) {\n"
@@ -674,7 +684,7 @@ void render_softmax_grad(KernelWriter& kw) {
   Step& st = kw.step_;
   const int g = st.operands[0].value, sm = st.operands[1].value;
   const int rank = st.index_rank;
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   kw.body << row_head(kw, sm, rank);
   kw.body << "    double dot = 0.0;\n    if (valid)\n"
           << "      for (long long j = threadIdx.x; j < len; j += blockDim.x)\n"
@@ -697,7 +707,7 @@ void render_xent_softmax(KernelWriter& kw) {
   const int z = st.operands[0].value, y = st.operands[1].value;
   const int rank = st.index_rank;
   const bool labels = is_integer(kw.dtype_of(y));
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   if (labels) kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
   kw.body << row_head(kw, z, rank);
   kw.body
@@ -735,7 +745,7 @@ void render_xent_softmax(KernelWriter& kw) {
 void render_xent_softmax_dx(KernelWriter& kw) {
   Step& st = kw.step_;
   const int g = st.operands[0].value, sm = st.operands[1].value, l = st.operands[2].value;
-  const std::string T = cuda_type(st.node->type.dtype);
+  const std::string T = dtype_c_type(st.node->type.dtype);
   kw.body << "  int* err = (int*)" << kw.word({W::ErrWord, -1, 0, 0, 0, {}}) << ";\n";
   kw.body << "  const long long classes = " << kw.word_dim(sm, 1) << ";\n";
   kw.body << grid_loop(kw.word_numel(sm));
@@ -881,17 +891,8 @@ class RowGroupWriter {
   void emit_prologue_row() {
     const std::string Tp = T(val(st_.prologue).node->type.dtype);
     kw_.body << "    {\n"
-             << "      " << Tp << " acc[NC];\n"
-             << "      THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" << Tp << ")0;\n"
-             << "      if (valid)\n"
-             << "        for (long long q = threadIdx.x; q < K; q += blockDim.x) {\n"
-             << "          const " << Tp << " x = A[rowc * as_i + q * as_q];\n"
-             << "          const " << Tp << "* bq = B + q * bs_q;\n"
-             << "          THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n"
-             << "        }\n"
-             << "      THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
-             << "        for (int off = 16; off > 0; off /= 2)\n"
-             << "          acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off, 32);\n"
+             << row_dot_code("      ", Tp, "rowc", "threadIdx.x", "K", "blockDim.x", "valid")
+             << warp_sum_code("      ")
              << "      __syncthreads();  // the previous rows' tile is read\n"
              << "      if (threadIdx.x % 32u == 0)\n"
              << "        THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
@@ -912,7 +913,7 @@ class RowGroupWriter {
     const TensorType& t = val(v).node->type;
     return t.ndim() == 2 && t.shape[0] != 1 && t.shape[1] != 1;
   }
-  static std::string T(Dtype d) { return cuda_type(d); }
+  static std::string T(Dtype d) { return dtype_c_type(d); }
   Dtype dt(int v) const { return val(v).node->type.dtype; }
 
   std::string out_ptr(int v) {
@@ -1303,7 +1304,7 @@ void render_dot_naive(KernelWriter& kw) {
   const int a = st.operands[0].value, b = st.operands[1].value;
   const NodePtr& n = st.node;
   const Dtype dt = n->type.dtype;
-  const std::string T = cuda_type(dt), Acc = is_float(dt) ? "double" : "long long";
+  const std::string T = dtype_c_type(dt), Acc = is_float(dt) ? "double" : "long long";
   const int ra = n->inputs[0]->type.ndim(), rb = n->inputs[1]->type.ndim();
   const std::string m = ra == 2 ? kw.word_dim(a, 0) : kw.word_const(1);
   const std::string k = kw.word_dim(a, ra - 1);
@@ -1331,7 +1332,7 @@ void render_dot_naive(KernelWriter& kw) {
 void render_skinny_gemm(KernelWriter& kw) {
   Step& st = kw.step_;
   const TensorType& ot = kw.val(st.out).node->type;
-  const std::string T = cuda_type(ot.dtype);
+  const std::string T = dtype_c_type(ot.dtype);
   const int nc = static_cast<int>(ot.shape[1]);
   const int a = st.gemm_a, b = st.gemm_b, c = st.gemm_c;
   const int a_row = st.trans_a ? 1 : 0, a_red = 1 - a_row;  // A's axes: op(A)'s rows, reduction
@@ -1374,16 +1375,7 @@ void render_skinny_gemm(KernelWriter& kw) {
     << "  const long long ky = blockDim.y, ty = threadIdx.y, tx = threadIdx.x;\n"
     << "  if (" << mode << " == 0) {\n"
     << "    for (long long i = blockIdx.x; i < M; i += gridDim.x) {\n"
-    << "      " << T << " acc[NC];\n"
-    << "      THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" << T << ")0;\n"
-    << "      for (long long q = ty * 32 + tx; q < K; q += 32 * ky) {\n"
-    << "        const " << T << " x = A[i * as_i + q * as_q];\n"
-    << "        const " << T << "* bq = B + q * bs_q;\n"
-    << "        THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n"
-    << "      }\n"
-    << "      THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
-    << "        for (int off = 16; off > 0; off /= 2)\n"
-    << "          acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off, 32);\n"
+    << row_dot_code("      ", T, "i", "ty * 32 + tx", "K", "32 * ky", "") << warp_sum_code("      ")
     << "      if (ky > 1) {\n"
     << "        __syncthreads();  // the previous row's partials are read\n"
     << "        if (tx == 0)\n"
@@ -1412,15 +1404,7 @@ void render_skinny_gemm(KernelWriter& kw) {
        "bx) "
        "{\n"
     << "      const long long i = i0 + tx;\n"
-    << "      " << T << " acc[NC];\n"
-    << "      THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] = (" << T << ")0;\n"
-    << "      if (i < M)\n"
-    << "        for (long long q = q0; q < q1; ++q) {\n"
-    << "          const " << T << " x = A[i * as_i + q * as_q];\n"
-    << "          const " << T << "* bq = B + q * bs_q;\n"
-    << "          THEA_UNROLL for (int j = 0; j < NC; ++j) acc[j] += x * bq[j * bs_j];\n"
-    << "        }\n"
-    << "      if (ky > 1) {\n"
+    << row_dot_code("      ", T, "i", "q0", "q1", "1", "i < M") << "      if (ky > 1) {\n"
     << "        __syncthreads();  // the previous rows' partials are read\n"
     << "        THEA_UNROLL for (int j = 0; j < NC; ++j) part[(j * ky + ty) * bx + tx] = acc[j];\n"
     << "        __syncthreads();\n"

@@ -14,9 +14,6 @@ namespace thea::cuda {
 // (identical kernels are emitted once).
 void render_kernels(Plan& plan);
 
-// The CUDA spelling of a dtype ("float", "int64_t", ...).
-const char* cuda_type(Dtype d);
-
 // The whole translation unit for NVRTC or the emulator: prelude + kernel library + body.
 std::string nvrtc_source(const std::string& body);
 std::string emu_source(const std::string& body);

@@ -19,6 +19,24 @@ std::size_t dtype_size(Dtype dtype) {
   throw TypeError("dtype_size: invalid dtype value " + std::to_string(static_cast<int>(dtype)));
 }
 
+const char* dtype_c_type(Dtype dtype) {
+  switch (dtype) {
+    case Dtype::Bool:
+      return "bool";
+    case Dtype::UInt8:
+      return "uint8_t";
+    case Dtype::Int32:
+      return "int32_t";
+    case Dtype::Int64:
+      return "int64_t";
+    case Dtype::Float32:
+      return "float";
+    case Dtype::Float64:
+      return "double";
+  }
+  return "double";
+}
+
 const char* dtype_name(Dtype dtype) {
   switch (dtype) {
     case Dtype::Bool:

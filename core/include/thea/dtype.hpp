@@ -12,6 +12,9 @@ enum class Dtype : std::uint8_t { Bool, UInt8, Int32, Int64, Float32, Float64 };
 std::size_t dtype_size(Dtype dtype);
 // numpy spelling: "float32", "int64", "bool", ...
 const char* dtype_name(Dtype dtype);
+// The C/C++ spelling in generated kernels ("float", "int64_t", "bool", ...), shared by every
+// renderer so cpu and cuda code agree.
+const char* dtype_c_type(Dtype dtype);
 // Theano's short letter used in type names: f (float32), d, i, l, b (uint8), ? (bool).
 char dtype_letter(Dtype dtype);
 Dtype dtype_from_name(const std::string& name);  // throws TypeError on unknown
