@@ -119,6 +119,81 @@ def blas_info():
     return info
 
 
+def run_epochs(a, steps, tr_x, tr_y, train, test_accuracy):
+    """The tutorial's loop, shared by the baselines: per epoch, train(x, y) -> cost on each of
+    the `steps` consecutive minibatches, then test_accuracy(); timings and results in a dict."""
+    r = {"epoch_s": [], "train_s": [], "test_s": [], "acc_at": {},
+         "accuracy": float("nan"), "cost": float("nan")}
+    t_all = time.perf_counter()
+    for epoch in range(a.epochs):
+        t_epoch = time.perf_counter()
+        cost_sum = 0.0
+        for b in range(steps):
+            s, e = b * a.batch_size, (b + 1) * a.batch_size
+            cost_sum += train(tr_x[s:e], tr_y[s:e])
+        t_test = time.perf_counter()
+        r["accuracy"] = accuracy = test_accuracy()
+        now = time.perf_counter()
+        r["train_s"].append(t_test - t_epoch)
+        r["test_s"].append(now - t_test)
+        r["epoch_s"].append(now - t_epoch)
+        r["cost"] = cost_sum / steps
+        if epoch in TUTORIAL:
+            r["acc_at"][epoch] = accuracy
+        if not a.quiet:
+            print("%03d %.4f  cost %.5f  %.4f s (train %.4f, test %.4f)"
+                  % (epoch, accuracy, r["cost"], r["epoch_s"][-1], r["train_s"][-1],
+                     r["test_s"][-1]), flush=True)
+    r["total_s"] = time.perf_counter() - t_all
+    if a.epochs:
+        r["acc_at"][a.epochs - 1] = r["accuracy"]
+    return r
+
+
+def time_calls(step, calls):
+    """Mean microseconds per step() over `calls` calls, after a warm-up (NaN for none)."""
+    for _ in range(min(calls // 10 + 1, 100)):
+        step()
+    t = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return (time.perf_counter() - t) / calls * 1e6 if calls else float("nan")
+
+
+def print_run(r):
+    """The epoch-time and accuracy lines of a baseline's report."""
+    if r["epoch_s"]:
+        print("s/epoch: median %.4f, mean %.4f, min %.4f (train %.4f, test %.4f median)"
+              % (np.median(r["epoch_s"]), np.mean(r["epoch_s"]), min(r["epoch_s"]),
+                 np.median(r["train_s"]), np.median(r["test_s"])))
+    print("total %.2f s for %d epochs" % (r["total_s"], len(r["epoch_s"])))
+    for e, acc in sorted(r["acc_at"].items()):
+        ref = TUTORIAL.get(e)
+        print("accuracy epoch %03d: %.4f" % (e, acc)
+              + (" (tutorial %.4f, diff %+.4f)" % (ref, acc - ref) if ref else ""))
+
+
+def num(v):
+    return None if v != v else round(v, 9)  # NaN -> null
+
+
+def run_fields(r):
+    """The JSON summary fields every baseline reports the same way."""
+    es = r["epoch_s"]
+    return {
+        "s_per_epoch_median": num(float(np.median(es))) if es else None,
+        "s_per_epoch_mean": num(float(np.mean(es))) if es else None,
+        "s_per_epoch_min": num(min(es)) if es else None,
+        "train_s_per_epoch_median": num(float(np.median(r["train_s"]))) if es else None,
+        "test_s_per_epoch_median": num(float(np.median(r["test_s"]))) if es else None,
+        "total_s": num(r["total_s"]), "final_accuracy": num(r["accuracy"]),
+        "final_cost": num(r["cost"]),
+        "accuracy": {str(e): acc for e, acc in sorted(r["acc_at"].items())},
+        "compile_cold_s": None, "compile_warm_s": None,
+        "epoch_s": [num(s) for s in es],
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data/mnist")
@@ -147,80 +222,35 @@ def main():
     rng = np.random.default_rng(a.seed)
     w = (rng.standard_normal((tr_x.shape[1], 10)) * 0.01).astype(np.float32)
 
-    epoch_s, train_s, test_s, acc_at = [], [], [], {}
-    accuracy = cost = float("nan")
-    t_all = time.perf_counter()
-    for epoch in range(a.epochs):
-        t_epoch = time.perf_counter()
-        cost_sum = 0.0
-        for b in range(steps):
-            s, e = b * a.batch_size, (b + 1) * a.batch_size
-            cost_sum += train_step(w, tr_x[s:e], tr_y[s:e], lr)
-        t_test = time.perf_counter()
+    def test_accuracy():
         # argmax of softmax(X w) is argmax of X w: a hand-written predict skips the softmax.
-        accuracy = float(np.mean(np.argmax(te_x @ w, axis=1) == te_labels))
-        now = time.perf_counter()
-        train_s.append(t_test - t_epoch)
-        test_s.append(now - t_test)
-        epoch_s.append(now - t_epoch)
-        cost = cost_sum / steps
-        if epoch in TUTORIAL:
-            acc_at[epoch] = accuracy
-        if not a.quiet:
-            print("%03d %.4f  cost %.5f  %.4f s (train %.4f, test %.4f)"
-                  % (epoch, accuracy, cost, epoch_s[-1], train_s[-1], test_s[-1]), flush=True)
-    total_s = time.perf_counter() - t_all
-    if a.epochs:
-        acc_at[a.epochs - 1] = accuracy
+        return float(np.mean(np.argmax(te_x @ w, axis=1) == te_labels))
+
+    r = run_epochs(a, steps, tr_x, tr_y, lambda x, y: train_step(w, x, y, lr), test_accuracy)
 
     # Per-call overhead: one step on a single example, on a copy of w.
     w1, x1, y1 = w.copy(), tr_x[:1], tr_y[:1]
-    calls = a.overhead_calls
-    for _ in range(min(calls // 10 + 1, 100)):
-        train_step(w1, x1, y1, lr)
-    t = time.perf_counter()
-    for _ in range(calls):
-        train_step(w1, x1, y1, lr)
-    train1_us = (time.perf_counter() - t) / calls * 1e6 if calls else float("nan")
+    train1_us = time_calls(lambda: train_step(w1, x1, y1, lr), a.overhead_calls)
 
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     blas = blas_info()
-    med = float(np.median(epoch_s)) if epoch_s else float("nan")
     if not a.quiet:
         print("\n%d epochs x %d steps of %d + a %d-image test pass, NumPy %s"
               % (a.epochs, steps, a.batch_size, te_x.shape[0], np.__version__))
-        if epoch_s:
-            print("s/epoch: median %.4f, mean %.4f, min %.4f (train %.4f, test %.4f median)"
-                  % (med, np.mean(epoch_s), min(epoch_s), np.median(train_s), np.median(test_s)))
-        print("total %.2f s for %d epochs" % (total_s, a.epochs))
-        for e, acc in sorted(acc_at.items()):
-            ref = TUTORIAL.get(e)
-            print("accuracy epoch %03d: %.4f" % (e, acc)
-                  + (" (tutorial %.4f, diff %+.4f)" % (ref, acc - ref) if ref else ""))
+        print_run(r)
         print("per call: train on 1 example %.1f us" % train1_us)
         print("peak RSS %.1f MiB; BLAS %s, core %s, %s thread(s)"
               % (rss_mib, ", ".join(blas["libs"]) or "?", blas.get("openblas_core", "?"),
                  blas.get("openblas_threads", os.environ.get("OPENBLAS_NUM_THREADS"))))
 
-    def num(v):
-        return None if v != v else round(v, 9)  # NaN -> null
-
     summary = {
         "bench": "mnist_softmax", "impl": "numpy", "backend": "numpy " + np.__version__,
         "label": a.label, "epochs": a.epochs, "steps_per_epoch": steps,
         "batch_size": a.batch_size, "ntrain": n, "ntest": int(te_x.shape[0]),
-        "s_per_epoch_median": num(med),
-        "s_per_epoch_mean": num(float(np.mean(epoch_s))) if epoch_s else None,
-        "s_per_epoch_min": num(min(epoch_s)) if epoch_s else None,
-        "train_s_per_epoch_median": num(float(np.median(train_s))) if train_s else None,
-        "test_s_per_epoch_median": num(float(np.median(test_s))) if test_s else None,
-        "total_s": num(total_s), "final_accuracy": num(accuracy), "final_cost": num(cost),
-        "accuracy": {str(e): acc for e, acc in sorted(acc_at.items())},
-        "compile_cold_s": None, "compile_warm_s": None,
+        **run_fields(r),
         "call_overhead_train1_us": num(train1_us), "peak_rss_mib": num(rss_mib),
         "threads_env": os.environ.get("OPENBLAS_NUM_THREADS"),
         "blas": blas, "python": sys.version.split()[0], "load_s": num(load_s),
-        "epoch_s": [num(s) for s in epoch_s],
     }
     line = json.dumps(summary)
     if a.json:

@@ -19,7 +19,6 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-TUTORIAL = {0: 0.8862, 1: 0.8985, 9: 0.9163, 99: 0.9248}
 
 
 def skip(reason, label):
@@ -54,8 +53,8 @@ def main():
     except Exception as e:  # ImportError, or a broken install raising anything else
         skip("import torch failed (%s: %s); Debian's python3-torch provides it"
              % (type(e).__name__, e), a.label)
-    import numpy as np
-    from numpy_softmax import load  # the same IDX reader and float conversion
+    # The same IDX reader, float conversion, loop, timing and report as the NumPy baseline.
+    from numpy_softmax import load, num, print_run, run_epochs, run_fields, time_calls
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -83,77 +82,30 @@ def main():
         with torch.no_grad():
             return torch.argmax(torch.softmax(x @ w, dim=1), dim=1)
 
-    epoch_s, train_s, test_s, acc_at = [], [], [], {}
-    accuracy = cost = float("nan")
-    t_all = time.perf_counter()
-    for epoch in range(a.epochs):
-        t_epoch = time.perf_counter()
-        cost_sum = 0.0
-        for b in range(steps):
-            s, e = b * a.batch_size, (b + 1) * a.batch_size
-            cost_sum += train(tr_x[s:e], tr_y[s:e])
-        t_test = time.perf_counter()
-        accuracy = float((predict(te_x) == te_labels).double().mean())
-        now = time.perf_counter()
-        train_s.append(t_test - t_epoch)
-        test_s.append(now - t_test)
-        epoch_s.append(now - t_epoch)
-        cost = cost_sum / steps
-        if epoch in TUTORIAL:
-            acc_at[epoch] = accuracy
-        if not a.quiet:
-            print("%03d %.4f  cost %.5f  %.4f s (train %.4f, test %.4f)"
-                  % (epoch, accuracy, cost, epoch_s[-1], train_s[-1], test_s[-1]), flush=True)
-    total_s = time.perf_counter() - t_all
-    if a.epochs:
-        acc_at[a.epochs - 1] = accuracy
+    r = run_epochs(a, steps, tr_x, tr_y, train,
+                   lambda: float((predict(te_x) == te_labels).double().mean()))
 
     # Per-call overhead: one step on a single example (then the weights are restored).
     saved = w.detach().clone()
     x1, y1 = tr_x[:1], tr_y[:1]
-    calls = a.overhead_calls
-    for _ in range(min(calls // 10 + 1, 100)):
-        train(x1, y1)
-    t = time.perf_counter()
-    for _ in range(calls):
-        train(x1, y1)
-    train1_us = (time.perf_counter() - t) / calls * 1e6 if calls else float("nan")
+    train1_us = time_calls(lambda: train(x1, y1), a.overhead_calls)
     with torch.no_grad():
         w.copy_(saved)
 
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    med = float(np.median(epoch_s)) if epoch_s else float("nan")
     if not a.quiet:
         print("\n%d epochs x %d steps of %d + a %d-image test pass, PyTorch %s eager, %d thread(s)"
               % (a.epochs, steps, a.batch_size, te_x.shape[0], torch.__version__, a.threads))
-        if epoch_s:
-            print("s/epoch: median %.4f, mean %.4f, min %.4f (train %.4f, test %.4f median)"
-                  % (med, np.mean(epoch_s), min(epoch_s), np.median(train_s), np.median(test_s)))
-        print("total %.2f s for %d epochs" % (total_s, a.epochs))
-        for e, acc in sorted(acc_at.items()):
-            ref = TUTORIAL.get(e)
-            print("accuracy epoch %03d: %.4f" % (e, acc)
-                  + (" (tutorial %.4f, diff %+.4f)" % (ref, acc - ref) if ref else ""))
+        print_run(r)
         print("per call: train on 1 example %.1f us; peak RSS %.1f MiB" % (train1_us, rss_mib))
-
-    def num(v):
-        return None if v != v else round(v, 9)
 
     summary = {
         "bench": "mnist_softmax", "impl": "torch", "backend": "torch " + torch.__version__,
         "label": a.label, "epochs": a.epochs, "steps_per_epoch": steps,
         "batch_size": a.batch_size, "ntrain": n, "ntest": int(te_x.shape[0]),
-        "s_per_epoch_median": num(med),
-        "s_per_epoch_mean": num(float(np.mean(epoch_s))) if epoch_s else None,
-        "s_per_epoch_min": num(min(epoch_s)) if epoch_s else None,
-        "train_s_per_epoch_median": num(float(np.median(train_s))) if train_s else None,
-        "test_s_per_epoch_median": num(float(np.median(test_s))) if test_s else None,
-        "total_s": num(total_s), "final_accuracy": num(accuracy), "final_cost": num(cost),
-        "accuracy": {str(e): acc for e, acc in sorted(acc_at.items())},
-        "compile_cold_s": None, "compile_warm_s": None,
+        **run_fields(r),
         "call_overhead_train1_us": num(train1_us), "peak_rss_mib": num(rss_mib),
         "threads_env": str(a.threads), "load_s": num(load_s),
-        "epoch_s": [num(s) for s in epoch_s],
     }
     line = json.dumps(summary)
     if a.json:
