@@ -5,7 +5,10 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
@@ -16,6 +19,7 @@
 
 #if THEA_HAVE_CUDA
 #include "cuda/runtime.hpp"
+#include "fuzz/graph_gen.hpp"
 #endif
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
@@ -706,5 +710,39 @@ extern "C" void smoke__emu(const long long* p, const long long* a) {
   rt.destroy_stream(s);
 }
 #endif  // THEA_HAVE_CUDA
+
+// The shared fuzz generator's seeds [first, first + n) (THEA_FUZZ_SEED / THEA_FUZZ_COUNT
+// override them) on `backend` against the reference, until `budget_s` seconds have passed;
+// mismatches fail the test, the first three with the whole case. `progress` names each seed
+// on stderr first, so a log cut by a timeout names the one that hung.
+inline void fuzz_generator_vs_reference(const std::string& backend, std::uint64_t first,
+                                        std::uint64_t n, double budget_s, bool progress) {
+  if (const char* env = std::getenv("THEA_FUZZ_SEED")) first = std::strtoull(env, nullptr, 10);
+  if (const char* env = std::getenv("THEA_FUZZ_COUNT")) n = std::strtoull(env, nullptr, 10);
+  int bad = 0;
+  std::uint64_t ran = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::uint64_t seed = first; seed < first + n; ++seed, ++ran) {
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (t > budget_s) break;
+    if (progress) {
+      std::fprintf(stderr, "[fuzz %.1fs] seed %llu\n", t, static_cast<unsigned long long>(seed));
+      std::fflush(stderr);
+    }
+    FunctionOptions a, b;
+    a.backend = backend;
+    b.backend = "reference";
+    const auto r = fuzz::compare_backends(seed, a, b);
+    if (!r.ok) {
+      ++bad;
+      if (bad <= 3)
+        FAIL_CHECK(r.message);
+      else
+        FAIL_CHECK("seed " << seed << " differs");
+    }
+  }
+  MESSAGE("random graphs (fuzz generator) on " << backend << ": " << ran << " graphs, " << bad
+                                               << " mismatches");
+}
 
 }  // namespace thea::cuda_tests

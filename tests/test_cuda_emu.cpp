@@ -304,26 +304,8 @@ TEST_CASE("cuda_emu: fuzz regression seeds") {
 // symbolic slices, take/inc_rows, concatenate, the SGD gemm pattern, several calls each.
 TEST_CASE("cuda_emu: the shared fuzz generator's graphs agree with the reference") {
   register_emu();
-  std::uint64_t first = 1, n = 40;
-  if (const char* env = std::getenv("THEA_FUZZ_SEED")) first = std::strtoull(env, nullptr, 10);
-  if (const char* env = std::getenv("THEA_FUZZ_COUNT")) n = std::strtoull(env, nullptr, 10);
-  int bad = 0;
-  const bool verbose = std::getenv("THEA_FUZZ_VERBOSE") != nullptr;
-  for (std::uint64_t seed = first; seed < first + n; ++seed) {
-    if (verbose) std::fprintf(stderr, "fuzz seed %llu\n", static_cast<unsigned long long>(seed));
-    FunctionOptions a, b;
-    a.backend = "cuda_emu";
-    b.backend = "reference";
-    const auto r = fuzz::compare_backends(seed, a, b);
-    if (!r.ok) {
-      ++bad;
-      if (bad <= 3)
-        FAIL_CHECK(r.message);
-      else
-        FAIL_CHECK("seed " << seed << " differs");
-    }
-  }
-  MESSAGE("fuzz generator on cuda_emu: " << n << " graphs, " << bad << " mismatches");
+  cuda_tests::fuzz_generator_vs_reference("cuda_emu", 1, 40, 1e9,
+                                          std::getenv("THEA_FUZZ_VERBOSE") != nullptr);
 }
 
 #endif  // THEA_HAVE_CUDA

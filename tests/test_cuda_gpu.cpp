@@ -276,31 +276,7 @@ TEST_CASE("gpu: random graphs agree with the reference") {
 
 TEST_CASE("gpu: random graphs from the shared fuzz generator agree with the reference") {
   if (!gpu_or_skip()) return;
-  std::uint64_t first = 1, n = 200;
-  if (const char* env = std::getenv("THEA_FUZZ_SEED")) first = std::strtoull(env, nullptr, 10);
-  if (const char* env = std::getenv("THEA_FUZZ_COUNT")) n = std::strtoull(env, nullptr, 10);
-  int bad = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  std::uint64_t ran = 0;
-  for (std::uint64_t seed = first; seed < first + n; ++seed, ++ran) {
-    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (t > 45) break;
-    // Progress on stderr before each graph, so a log cut by a timeout names the seed that hung.
-    std::fprintf(stderr, "[fuzz %.1fs] seed %llu\n", t, static_cast<unsigned long long>(seed));
-    std::fflush(stderr);
-    FunctionOptions a, b;
-    a.backend = "cuda";
-    b.backend = "reference";
-    const auto r = fuzz::compare_backends(seed, a, b);
-    if (!r.ok) {
-      ++bad;
-      if (bad <= 3)
-        FAIL_CHECK(r.message);
-      else
-        FAIL_CHECK("seed " << seed << " differs");
-    }
-  }
-  MESSAGE("random graphs: " << ran << " graphs, " << bad << " mismatches (fuzz generator, cuda)");
+  fuzz_generator_vs_reference("cuda", 1, 200, 45, true);
 }
 
 #endif  // THEA_HAVE_CUDA
