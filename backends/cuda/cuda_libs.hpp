@@ -19,34 +19,49 @@ namespace thea::cuda {
 
 // X-macro lists: the function pointer types come from the toolkit headers (decltype), so
 // a signature mismatch is a compile error, not a crash.
-#define THEA_NVRTC_FUNCS(X)                                                                     \
-  X(nvrtcVersion)                                                                               \
-  X(nvrtcCreateProgram)                                                                         \
-  X(nvrtcDestroyProgram)                                                                        \
-  X(nvrtcCompileProgram)                                                                        \
-  X(nvrtcGetProgramLogSize)                                                                     \
-  X(nvrtcGetProgramLog) X(nvrtcGetCUBINSize) X(nvrtcGetCUBIN) X(nvrtcGetPTXSize) X(nvrtcGetPTX) \
-      X(nvrtcGetErrorString) X(nvrtcGetNumSupportedArchs) X(nvrtcGetSupportedArchs)
+// clang-format off (it reflows X-macro lists differently on every run)
+#define THEA_NVRTC_FUNCS(X)    \
+  X(nvrtcVersion)              \
+  X(nvrtcCreateProgram)        \
+  X(nvrtcDestroyProgram)       \
+  X(nvrtcCompileProgram)       \
+  X(nvrtcGetProgramLogSize)    \
+  X(nvrtcGetProgramLog)        \
+  X(nvrtcGetCUBINSize)         \
+  X(nvrtcGetCUBIN)             \
+  X(nvrtcGetPTXSize)           \
+  X(nvrtcGetPTX)               \
+  X(nvrtcGetErrorString)       \
+  X(nvrtcGetNumSupportedArchs) \
+  X(nvrtcGetSupportedArchs)
 
-#define THEA_CUBLAS_FUNCS(X)                                                                    \
-  X(cublasCreate_v2)                                                                            \
-  X(cublasDestroy_v2)                                                                           \
-  X(cublasSetStream_v2)                                                                         \
-  X(cublasSgemm_v2)                                                                             \
-  X(cublasDgemm_v2)                                                                             \
-  X(cublasGetStatusString) X(cublasSetMathMode) X(cublasGetVersion_v2) X(cublasSetWorkspace_v2) \
-      X(cublasSetPointerMode_v2) X(cublasSgemmBatched) X(cublasDgemmBatched)
+#define THEA_CUBLAS_FUNCS(X) \
+  X(cublasCreate_v2)         \
+  X(cublasDestroy_v2)        \
+  X(cublasSetStream_v2)      \
+  X(cublasSgemm_v2)          \
+  X(cublasDgemm_v2)          \
+  X(cublasGetStatusString)   \
+  X(cublasSetMathMode)       \
+  X(cublasGetVersion_v2)     \
+  X(cublasSetWorkspace_v2)   \
+  X(cublasSetPointerMode_v2) \
+  X(cublasSgemmBatched)      \
+  X(cublasDgemmBatched)
 
 #if THEA_CUDNN_MAJOR > 0
-#define THEA_CUDNN_FUNCS(X)                                                                    \
-  X(cudnnGetVersion)                                                                           \
-  X(cudnnCreate)                                                                               \
-  X(cudnnDestroy)                                                                              \
-  X(cudnnSetStream)                                                                            \
-  X(cudnnGetErrorString)                                                                       \
-  X(cudnnCreateTensorDescriptor) X(cudnnDestroyTensorDescriptor) X(cudnnSetTensor4dDescriptor) \
-      X(cudnnSoftmaxForward)
+#define THEA_CUDNN_FUNCS(X)       \
+  X(cudnnGetVersion)              \
+  X(cudnnCreate)                  \
+  X(cudnnDestroy)                 \
+  X(cudnnSetStream)               \
+  X(cudnnGetErrorString)          \
+  X(cudnnCreateTensorDescriptor)  \
+  X(cudnnDestroyTensorDescriptor) \
+  X(cudnnSetTensor4dDescriptor)   \
+  X(cudnnSoftmaxForward)
 #endif
+// clang-format on
 
 #define THEA_DECLARE_FN(name) decltype(&::name) name = nullptr;
 
