@@ -141,6 +141,65 @@ TEST_CASE("mnist softmax: the train step is one launch with the update written i
   CHECK(d.find("update w written in place") != std::string::npos);
 }
 
+TEST_CASE("a train chain keeps its weights transposed; every other reader sees the value") {
+  ensure_cpu();
+  // float32 and float64 (4- and 8-byte transposes); w's readers between steps: get_value, a
+  // predict function, set_value, a second train function on the same w, the reference
+  // backend, and functions that read w elsewhere (those keep it row-major).
+  for (Dtype dt : {Dtype::Float32, Dtype::Float64}) {
+    CAPTURE(dtype_name(dt));
+    Tensor w0 = random_normal({50, 10}, 0.0, 0.1, 3).astype(dt);
+    Variable X = tensor(dt, 2, "X"), Y = tensor(dt, 2, "Y");
+    Variable wc = shared(w0.clone(), "w"), wr = shared(w0.clone(), "w");
+    auto train_fn = [&](Variable& w, const char* backend, double lr) {
+      auto cost = mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, w)), Y));
+      return function({X, Y}, {cost}, {{w, w - grad(cost, w) * lr}}, on(backend));
+    };
+    auto predict_fn = [&](Variable& w, const char* backend) {
+      return function({X}, {argmax(dot(X, w), 1), sum(w)}, {}, on(backend));
+    };
+    Function tc = train_fn(wc, "cpu", 0.5), tr = train_fn(wr, "reference", 0.5);
+    Function tc2 = train_fn(wc, "cpu", 0.25), tr2 = train_fn(wr, "reference", 0.25);
+    Function pc = predict_fn(wc, "cpu"), pr = predict_fn(wr, "reference");
+    CHECK(tc.debugprint().find("update w written in place, kept transposed between calls") !=
+          std::string::npos);
+    CHECK(pc.debugprint().find("kept transposed") == std::string::npos);
+    // Weight decay reads w in the cost's loop too: w stays row-major there.
+    auto decay_cost = [&](Variable& w) {
+      return mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, w)), Y)) + sum(w * w) * 0.001;
+    };
+    Function dc =
+        function({X, Y}, {decay_cost(wc)}, {{wc, wc - grad(decay_cost(wc), wc) * 0.5}}, on("cpu"));
+    Function dr = function({X, Y}, {decay_cost(wr)}, {{wr, wr - grad(decay_cost(wr), wr) * 0.5}},
+                           on("reference"));
+    CHECK(dc.debugprint().find("kept transposed") == std::string::npos);
+    const double tol = dt == Dtype::Float32 ? 1e-5 : 1e-12;
+    auto same_w = [&] { return max_abs_diff(wc.get_value(), wr.get_value()) < tol; };
+    for (int step = 0; step < 8; ++step) {
+      CAPTURE(step);
+      Tensor x = random_uniform({130, 50}, 0, 1, 10 + step).astype(dt);
+      Tensor y = one_hot_rows(130, 10, step).astype(dt);
+      auto [fc, fr] = step % 4 == 1   ? std::pair{&tc2, &tr2}
+                      : step % 4 == 3 ? std::pair{&dc, &dr}
+                                      : std::pair{&tc, &tr};
+      CHECK((*fc)({x, y})[0].item<double>() ==
+            doctest::Approx((*fr)({x, y})[0].item<double>()).epsilon(1e-5));
+      if (step % 2 == 0) CHECK(same_w());  // get_value rebuilds the row-major value
+      if (step == 2 || step == 5) {
+        auto a = pc({x}), b = pr({x});
+        CHECK(max_abs_diff(a[0], b[0]) == 0);
+        CHECK(a[1].item<double>() == doctest::Approx(b[1].item<double>()).epsilon(1e-5));
+      }
+      if (step == 4) {
+        Tensor fresh = random_normal({50, 10}, 0.0, 0.1, 99).astype(dt);
+        wc.set_value(fresh);
+        wr.set_value(fresh);
+      }
+    }
+    CHECK(same_w());
+  }
+}
+
 TEST_CASE("batch size changes re-plan the layout; a partial last batch is right") {
   ensure_cpu();
   Model cpu_m("cpu"), ref_m("reference");

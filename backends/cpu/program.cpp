@@ -56,6 +56,67 @@ int clamp_parts(std::int64_t want, std::int64_t most) {
   return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, most)));
 }
 
+// dst (cols x rows) = src (rows x cols) transposed, for elements of `size` bytes.
+template <class E>
+void transpose_as(const void* src, void* dst, std::int64_t rows, std::int64_t cols) {
+  const E* s = static_cast<const E*>(src);
+  E* d = static_cast<E*>(dst);
+  for (std::int64_t j = 0; j < cols; ++j)
+    for (std::int64_t i = 0; i < rows; ++i) d[j * rows + i] = s[i * cols + j];
+}
+void transpose_bytes(const void* src, void* dst, std::int64_t rows, std::int64_t cols,
+                     std::size_t size) {
+  switch (size) {
+    case 2:
+      transpose_as<std::uint16_t>(src, dst, rows, cols);
+      break;
+    case 4:
+      transpose_as<std::uint32_t>(src, dst, rows, cols);
+      break;
+    case 8:
+      transpose_as<std::uint64_t>(src, dst, rows, cols);
+      break;
+    default:
+      throw Error("cpu program: cannot transpose elements of " + std::to_string(size) +
+                  " bytes (a bug)");
+  }
+}
+
+// A shared K x N matrix held transposed (N x K) for a training chain between calls
+// (KernelCode::chain_transposed). While the host copy is stale this is the value; reading
+// the variable elsewhere (get_value, another function) rebuilds the host copy once.
+class TransposedCopy final : public DeviceMirror {
+ public:
+  TransposedCopy(std::int64_t rows, std::int64_t cols, Dtype dtype)
+      : rows_(rows),
+        cols_(cols),
+        dtype_(dtype),
+        data_(static_cast<std::size_t>(std::max<std::int64_t>(rows * cols, 1)) *
+              dtype_size(dtype)) {}
+  void download(Tensor& host) override {
+    if (!valid_) throw Error("cpu program: transposed copy read while stale (a bug)");
+    transpose_bytes(data_.data(), host.raw_data(), cols_, rows_, dtype_size(dtype_));
+  }
+  void host_changed() override { valid_ = false; }
+  bool fits(const Tensor& host) const {
+    return host.dtype() == dtype_ && host.ndim() == 2 && host.shape()[0] == rows_ &&
+           host.shape()[1] == cols_;
+  }
+  bool valid() const { return valid_; }
+  void pack(const Tensor& host) {
+    Tensor dense = host.contiguous();
+    transpose_bytes(dense.raw_data(), data_.data(), rows_, cols_, dtype_size(dtype_));
+    valid_ = true;
+  }
+  void* data() { return data_.data(); }
+
+ private:
+  std::int64_t rows_, cols_;
+  Dtype dtype_;
+  Storage data_;
+  bool valid_ = false;
+};
+
 }  // namespace
 
 CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan, Rendered rendered,
@@ -106,6 +167,10 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
   nparts_.assign(schedule_.kernels.size(), 1);
   adapt_.assign(schedule_.kernels.size(), Adapt{});
   find_borrowed_views();
+  keep_transposed_.assign(nb, false);
+  for (const KernelCode& c : rendered_.kernels)
+    if (c.launch == Launch::Chain && c.chain_transposed >= 0)
+      keep_transposed_[c.chain_transposed] = true;
   if (profiling_enabled()) {
     profile_ = register_profile(program_name(fg));
     profile_->compile_seconds = info_.seconds;
@@ -143,9 +208,15 @@ void CpuProgram::evaluate_values(const std::vector<Tensor>& inputs) {
         for (std::size_t i = 0; i < inputs_.size(); ++i)
           if (inputs_[i] == n) v = inputs[i];
         break;
-      case NodeKind::Shared:
-        v = n->shared->value;
+      case NodeKind::Shared: {
+        SharedState& st = *n->shared;
+        if (!st.host_valid && st.mirror) {
+          st.mirror->download(st.value);
+          st.host_valid = true;
+        }
+        v = st.value;
         break;
+      }
       case NodeKind::Constant:
         v = n->value;
         break;
@@ -623,6 +694,10 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
         break;
       case BufferKind::Shared: {
         SharedState& s = *buf.node->shared;
+        if (keep_transposed_[b]) {
+          ptrs_[b] = bind_transposed(s);
+          break;
+        }
         if (!s.host_valid && s.mirror) {
           s.mirror->download(s.value);
           s.host_valid = true;
@@ -697,9 +772,10 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
   }
   for (std::size_t u = 0; u < targets.size(); ++u) {
     SharedState& s = *schedule_.buffers[targets[u]].node->shared;
+    ++s.version;
+    if (keep_transposed_[targets[u]]) continue;  // the new value is in its transposed copy
     if (!plan_.update_inplace[u]) s.value.copy_from(staged[u]);
     s.host_valid = true;
-    ++s.version;
     if (s.mirror) s.mirror->host_changed();
   }
 
@@ -713,6 +789,30 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
     profile_->run_seconds += now_seconds() - t_start;
   }
   return results;
+}
+
+// The transposed copy of a shared matrix a chain keeps (KernelCode::chain_transposed): reused
+// while nothing else changed the variable, else rebuilt from the host value (fetched first
+// from wherever it is newest). From here on the copy is the value: the chain updates it in
+// place, so the host copy is stale even if the call fails midway.
+void* CpuProgram::bind_transposed(SharedState& s) {
+  auto* copy = dynamic_cast<TransposedCopy*>(s.mirror.get());
+  if (copy && !copy->fits(s.value)) copy = nullptr;
+  if (!copy || !copy->valid()) {
+    if (!s.host_valid && s.mirror) {
+      s.mirror->download(s.value);
+      s.host_valid = true;
+    }
+    if (!copy) {
+      auto fresh =
+          std::make_shared<TransposedCopy>(s.value.shape()[0], s.value.shape()[1], s.value.dtype());
+      copy = fresh.get();
+      s.mirror = std::move(fresh);
+    }
+    copy->pack(s.value);
+  }
+  s.host_valid = false;
+  return copy->data();
 }
 
 // A minibatch passed as a slice of a larger array (the tutorial's trX[start:end]) is usually
@@ -762,7 +862,10 @@ std::string CpuProgram::describe() const {
   }
   for (std::size_t u = 0; u < plan_.update_inplace.size(); ++u)
     os << "  update " << schedule_.buffers[schedule_.update_targets[u]].node->label()
-       << (plan_.update_inplace[u] ? " written in place\n" : " copied after the kernels\n");
+       << (keep_transposed_[schedule_.update_targets[u]]
+               ? " written in place, kept transposed between calls\n"
+           : plan_.update_inplace[u] ? " written in place\n"
+                                     : " copied after the kernels\n");
   return os.str();
 }
 

@@ -54,6 +54,7 @@ class CpuProgram : public Program {
   void set_rows_ahead(std::size_t k);
   void find_borrowed_views();
   void run_blas(std::size_t k);
+  void* bind_transposed(SharedState& s);
   void run_host(std::size_t k);
 
   std::vector<NodePtr> order_;
@@ -91,6 +92,8 @@ class CpuProgram : public Program {
   std::vector<const Tensor*> input_refs_;          // this call's inputs (dense)
   std::vector<Tensor> host_values_;                // host-step results (per buffer)
   std::vector<bool> borrowed_;  // host views handed to kernels without a copy (per buffer)
+  // Shared matrices a chain keeps transposed between calls (per buffer; see bind_transposed).
+  std::vector<bool> keep_transposed_;
 
   // Per kernel: whether splitting across the pool's threads actually pays off right now.
   // Both ways are timed now and then and the faster one is used (the machine is shared: a

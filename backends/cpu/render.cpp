@@ -774,19 +774,25 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
       os << "  thea_k::pack_bt<" << T << ", " << g.k.size << ", " << g.n.size << ">((const " << T
          << "*)P[" << rb << "], " << ldb << ", (" << T << "*)S);\n";
     os << "  (void)P; (void)S;\n}\n";
+    if (nn_ok) {
+      // Rows [i0, i1) of C against B transposed (N x K): for the part function below, and
+      // for a row chain that keeps B transposed itself.
+      os << "static inline void " << k.name << "_rows(void* const* P, const int64_t* D, const " << T
+         << "* bt, int64_t i0, int64_t i1) {\n"
+         << syms() << "  thea_k::gemm_nn_smalln<" << T << ", " << g.k.size << ", " << g.n.size
+         << ">(i0, i1, (const " << T << "*)P[" << ra << "], " << lda << ", bt, INT64_C(" << g.k.size
+         << "), (" << T << "*)P[" << ro << "], " << N << ", " << alpha << ", " << beta << ");\n}\n";
+    }
     os << "extern \"C\" void " << code.fn
        << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
        << syms();
     if (nn_ok) {
       os << "  const int64_t m = " << M << ";\n"
          << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
-         << "  const " << T << "* bt = "
+         << "  " << k.name << "_rows(P, D, "
          << (bt_given ? std::string("(const ") + T + "*)P[" + std::to_string(rb) + "]"
                       : std::string("(const ") + T + "*)S")
-         << ";\n"
-         << "  thea_k::gemm_nn_smalln<" << T << ", " << g.k.size << ", " << g.n.size
-         << ">(i0, i1, (const " << T << "*)P[" << ra << "], " << lda << ", bt, INT64_C(" << g.k.size
-         << "), (" << T << "*)P[" << ro << "], " << N << ", " << alpha << ", " << beta << ");\n";
+         << ", i0, i1);\n";
     } else {
       // C (m x n) = alpha * A^T (A: k x m) . B (k x n): chunks of `lanes` rows of C per part.
       os << "  const int64_t m = " << M << ";\n"
@@ -840,18 +846,68 @@ std::string part_offset_code(const KernelCode& head) {
          " * 8 + 63) / 64 * 64)";
 }
 
+// The shared variable W of a training step's chain, when the chain may keep it transposed
+// (N x K) between calls: the head reads it as B (and would pack it every call), the reducing
+// product updates it in place, and nothing else in the function reads, writes, views or
+// returns it. Returns W's buffer, or -1. The Program keeps the transposed copy as W's
+// SharedState mirror, so the row-major value is rebuilt only when something else reads it.
+int transposed_weight(const Schedule& s, const MemPlan& plan, const RowChain& c,
+                      const KernelCode& head) {
+  const GemmKernel& g = s.kernels[c.gemm].gemm;
+  const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
+  if (head.scratch_bytes == 0 || g.trans_b || g.b_vector || t.c_in < 0) return -1;
+  const int w = g.b;
+  if (s.buffers[w].kind != BufferKind::Shared || t.c_in != w || t.dtype != g.dtype) return -1;
+  if (t.m.size != g.k.size || t.n.size != g.n.size) return -1;
+  // Every buffer resolving to W's storage: W itself and the in-place product only.
+  for (std::size_t b = 0; b < s.buffers.size(); ++b) {
+    int r = static_cast<int>(b);
+    for (int guard = 0; guard < 64; ++guard) {
+      if (s.buffers[r].kind == BufferKind::View)
+        r = s.buffers[r].base;
+      else if (plan.buffers[r].placement == Placement::Alias && plan.buffers[r].alias >= 0)
+        r = plan.buffers[r].alias;
+      else
+        break;
+    }
+    if (r == w && static_cast<int>(b) != w && static_cast<int>(b) != t.out) return -1;
+  }
+  if (plan.buffers[t.out].placement != Placement::Alias || plan.buffers[t.out].alias < 0 ||
+      root_of(s, plan.buffers[t.out].alias) != w)
+    return -1;
+  for (std::size_t k = 0; k < s.kernels.size(); ++k) {
+    const int ki = static_cast<int>(k);
+    if (ki == c.gemm || ki == c.reduce_gemm) continue;
+    for (const std::vector<int>* list : {&s.kernels[k].reads, &s.kernels[k].writes})
+      for (int b : *list)
+        if (b == w || b == t.out) return -1;
+  }
+  if (g.a == w || t.a == w || t.b == w) return -1;
+  for (int o : s.outputs)
+    if (o == w || o == t.out) return -1;
+  bool updated = false;
+  for (std::size_t u = 0; u < s.update_targets.size(); ++u) {
+    if (s.update_values[u] == w) return -1;  // another variable takes W's old value
+    if (s.update_targets[u] == w)
+      updated =
+          s.update_values[u] == t.out && u < plan.update_inplace.size() && plan.update_inplace[u];
+  }
+  return updated ? w : -1;
+}
+
 // Renders a RowChain as one part function and one finish over the members' code: each part
 // runs the head product on its rows, then the loop on the same rows, then (when the chain
 // reduces) its share of Aᵀ·D into a private partial; the finish combines the loop's partials
 // and the parts' products in part order. Returns false (members keep their own launches)
 // when the members were not rendered as generated row products.
-bool render_chain(const Schedule& s, const RowChain& c, int prefetch_slot,
+bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int prefetch_slot,
                   std::vector<KernelCode>& codes, std::ostringstream& os) {
   KernelCode& head = codes[c.gemm];
   KernelCode& loop = codes[c.loop];
   if (head.launch != Launch::GemmRows || loop.launch != Launch::Loop) return false;
   const bool reduces = c.reduce_gemm >= 0 && codes[c.reduce_gemm].launch == Launch::GemmTN;
   const GemmKernel& g = s.kernels[c.gemm].gemm;
+  const int transposed = reduces ? transposed_weight(s, plan, c, head) : -1;
   const std::string name = s.kernels[c.gemm].name + "_chain";
   std::set<int> syms;
   for (const Dim& d : {g.m, g.n, g.k})
@@ -866,10 +922,21 @@ bool render_chain(const Schedule& s, const RowChain& c, int prefetch_slot,
   chain.finish = name + "_finish";
   chain.finals = loop.finals;
   chain.chain_reduces = reduces;
+  if (transposed >= 0) {
+    // B is read as stored (N x K): no packing, so no prep and no packed-operand scratch.
+    chain.chain_transposed = transposed;
+    chain.prep.clear();
+    chain.scratch_bytes = 0;
+  }
   os << "extern \"C\" void " << chain.fn
-     << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
-     << "  " << head.fn << "(P, D, S, part, nparts);\n"
-     << "  " << loop.fn << "(P, D, (unsigned char*)S + " << loop_offset_code(chain)
+     << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n";
+  if (transposed >= 0)
+    os << prologue << "  const int64_t rows = " << dim_code(g.m) << ";\n"
+       << "  " << s.kernels[c.gemm].name << "_rows(P, D, (const " << dtype_c_type(g.dtype) << "*)P["
+       << transposed << "], rows * part / nparts, rows * (part + 1) / nparts);\n";
+  else
+    os << "  " << head.fn << "(P, D, S, part, nparts);\n";
+  os << "  " << loop.fn << "(P, D, (unsigned char*)S + " << loop_offset_code(chain)
      << ", part, nparts);\n";
   if (reduces) {
     const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
@@ -877,18 +944,26 @@ bool render_chain(const Schedule& s, const RowChain& c, int prefetch_slot,
     const std::int64_t km = t.m.size, kn = t.n.size;  // static: rendered as GemmTN
     chain.chain_part_bytes = km * kn * static_cast<std::int64_t>(dtype_size(t.dtype));
     const std::string lda = dim_code(g.k), ldd = dim_code(t.n);
-    os << prologue << "  const int64_t m = " << dim_code(g.m) << ";\n"
+    if (transposed < 0) os << prologue;
+    os << "  const int64_t m = " << dim_code(g.m) << ";\n"
        << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
        << "  " << T << "* mine = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
        << ") + (int64_t)part * " << km * kn << ";\n"
        << "  const " << T << "* a = (const " << T << "*)P[" << root_of(s, t.a) << "];\n"
        << "  // The rows after A in its array (D[" << prefetch_slot
        << "] of them): the next minibatch.\n"
-       << "  const int64_t ahead = D[" << prefetch_slot << "] - i0;\n"
-       << "  thea_k::gemm_tn_smalln<" << T << ", " << km << ", " << kn << ">(0, " << km
-       << ", i1 - i0, a + i0 * " << lda << ", " << lda << ", (const " << T << "*)P["
-       << root_of(s, t.b) << "] + i0 * " << ldd << ", " << ldd << ", mine, " << kn << ", (" << T
-       << ")1, (" << T << ")0, a + (m + i0) * " << lda << ", ahead > 0 ? ahead : 0);\n";
+       << "  const int64_t ahead = D[" << prefetch_slot << "] - i0;\n";
+    const std::string operands = "a + i0 * " + lda + ", " + lda + ", (const " + T + "*)P[" +
+                                 std::to_string(root_of(s, t.b)) + "] + i0 * " + ldd + ", " + ldd;
+    // Partials share the layout of the value they are added to: transposed with B.
+    if (transposed >= 0)
+      os << "  thea_k::gemm_tn_smalln_t<" << T << ", " << km << ", " << kn << ">(i1 - i0, "
+         << operands << ", mine, " << km << ", a + (m + i0) * " << lda
+         << ", ahead > 0 ? ahead : 0);\n";
+    else
+      os << "  thea_k::gemm_tn_smalln<" << T << ", " << km << ", " << kn << ">(0, " << km
+         << ", i1 - i0, " << operands << ", mine, " << kn << ", (" << T << ")1, (" << T
+         << ")0, a + (m + i0) * " << lda << ", ahead > 0 ? ahead : 0);\n";
     chain.chain_prefetch_slot = prefetch_slot;
   }
   os << "}\n\n";
@@ -956,7 +1031,7 @@ Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
   const char* chains_env = std::getenv("THEA_CPU_CHAINS");
   const bool chains = !(chains_env && std::string(chains_env) == "0");
   for (std::size_t i = 0; chains && i < s.row_chains.size(); ++i)
-    render_chain(s, s.row_chains[i], s.num_syms + static_cast<int>(i), out.kernels, body);
+    render_chain(s, plan, s.row_chains[i], s.num_syms + static_cast<int>(i), out.kernels, body);
   if (!any) return out;
   if (!scalar_preamble() || !kernels_preamble())
     throw BackendError(

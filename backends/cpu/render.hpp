@@ -34,6 +34,10 @@ struct KernelCode {
   std::int64_t chain_part_bytes = 0;  // bytes of one part's partial product
   // D[chain_prefetch_slot]: rows of A's array after A (prefetched as the next minibatch).
   int chain_prefetch_slot = -1;
+  // The shared variable (buffer) the chain keeps transposed between calls, or -1: P[it] is
+  // then the N x K copy (the Program's TransposedCopy mirror), read without packing and
+  // updated in place; the row-major value is rebuilt only when something else reads it.
+  int chain_transposed = -1;
 };
 
 // Bytes of a chain's scratch for `nparts` parts (layout above, each region 64-byte aligned).

@@ -160,14 +160,45 @@ static inline void gemm_nn_smalln(int64_t i0, int64_t i1, const T* A, int64_t ld
   for (; i < i1; ++i) nn_row_block<T, K, N, 1, 0>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
 }
 
+// One chunk of Aᵀ·D: acc[j] = sum_i A[i, k:k+width] * D[i, j] over all M rows, vectorised
+// along K with N accumulators, the rows in order (deterministic). `next` (optional): rows of a
+// later operand (the next minibatch of the same array); its first `next_rows` rows are
+// prefetched into L2 while this product, which reads only cached data, leaves the memory bus
+// idle.
+template <class T, int N>
+static inline void tn_chunk(int64_t k, int width, int64_t M, const T* A, int64_t lda, const T* D,
+                            int64_t ldd, const T* next, int64_t next_rows,
+                            typename Vec<T>::type (&acc)[N]) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::lanes;
+  for (int j = 0; j < N; ++j) acc[j] = V{};
+  if (width == L) {
+    int64_t i = 0;
+    for (; i < next_rows; ++i) {
+      V a = vload<V>(A + i * lda + k);
+      // One cache line per row and chunk when L elements fill a line (every line once).
+      __builtin_prefetch(next + i * lda + k, 0, 2);
+      const T* d = D + i * ldd;
+      for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
+    }
+    for (; i < M; ++i) {
+      V a = vload<V>(A + i * lda + k);
+      const T* d = D + i * ldd;
+      for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
+    }
+  } else {
+    for (int64_t i = 0; i < M; ++i) {
+      V a = vload_partial<V>(A + i * lda + k, width);
+      const T* d = D + i * ldd;
+      for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
+    }
+  }
+}
+
 // C[k, j] = alpha * sum_i A[i, k] * D[i, j] + beta * C[k, j] (C = alpha A^T D + beta C) for
-// k in [k0, k1) (multiples of the lanes except at K). Vectorised along K: each chunk of K
-// keeps N accumulators while streaming all M rows, so the reduction over M (the batch) is
-// sequential and deterministic. C may be the buffer being updated in place (w -= lr X^T G):
-// each C element is read once, right before it is written.
-// `next` (optional): rows of a later operand (the next minibatch of the same array) whose
-// first `next_rows` rows are prefetched into L2 while this product, which reads only cached
-// data, leaves the memory bus idle.
+// k in [k0, k1) (multiples of the lanes except at K), chunk by chunk (tn_chunk). C may be the
+// buffer being updated in place (w -= lr X^T G): each C element is read once, right before
+// it is written.
 template <class T, int K, int N>
 static inline void gemm_tn_smalln(int64_t k0, int64_t k1, int64_t M, const T* A, int64_t lda,
                                   const T* D, int64_t ldd, T* C, int64_t ldc, T alpha, T beta,
@@ -178,34 +209,37 @@ static inline void gemm_tn_smalln(int64_t k0, int64_t k1, int64_t M, const T* A,
   for (int64_t k = k0; k < k1; k += L) {
     const int width = k + L <= k1 ? L : static_cast<int>(k1 - k);
     V acc[N];
-    for (int j = 0; j < N; ++j) acc[j] = V{};
-    if (width == L) {
-      int64_t i = 0;
-      for (; i < next_rows; ++i) {
-        V a = vload<V>(A + i * lda + k);
-        // One cache line per row and chunk when L elements fill a line (every line once).
-        __builtin_prefetch(next + i * lda + k, 0, 2);
-        const T* d = D + i * ldd;
-        for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
-      }
-      for (; i < M; ++i) {
-        V a = vload<V>(A + i * lda + k);
-        const T* d = D + i * ldd;
-        for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
-      }
-    } else {
-      for (int64_t i = 0; i < M; ++i) {
-        V a = vload_partial<V>(A + i * lda + k, width);
-        const T* d = D + i * ldd;
-        for (int j = 0; j < N; ++j) acc[j] += d[j] * a;
-      }
-    }
+    tn_chunk<T, N>(k, width, M, A, lda, D, ldd, next, next_rows, acc);
     T tmp[N][L];
     __builtin_memcpy(tmp, acc, sizeof tmp);
     for (int l = 0; l < width; ++l) {
       T* c = C + (k + l) * ldc;
       for (int j = 0; j < N; ++j)
         c[j] = beta == T(0) ? alpha * tmp[j][l] : alpha * tmp[j][l] + beta * c[j];
+    }
+  }
+}
+
+// The same product written transposed: Ct[j, k] = sum_i A[i, k] * D[i, j] (N x K, row stride
+// ldct), for all K. Each chunk's accumulators are stored as they are, one vector per column,
+// where the row-major C above needs a scalar transpose of every chunk (a quarter of the
+// product's time on the tutorial's shape).
+template <class T, int K, int N>
+static inline void gemm_tn_smalln_t(int64_t M, const T* A, int64_t lda, const T* D, int64_t ldd,
+                                    T* Ct, int64_t ldct, const T* next = nullptr,
+                                    int64_t next_rows = 0) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = Vec<T>::lanes;
+  if (next_rows > M) next_rows = M;
+  for (int64_t k = 0; k < K; k += L) {
+    const int width = k + L <= K ? L : static_cast<int>(K - k);
+    V acc[N];
+    tn_chunk<T, N>(k, width, M, A, lda, D, ldd, next, next_rows, acc);
+    for (int j = 0; j < N; ++j) {
+      if (width == L)
+        __builtin_memcpy(Ct + j * ldct + k, &acc[j], sizeof(V));
+      else
+        __builtin_memcpy(Ct + j * ldct + k, &acc[j], static_cast<unsigned long>(width) * sizeof(T));
     }
   }
 }
