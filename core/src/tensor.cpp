@@ -11,6 +11,10 @@
 #include <ostream>
 #include <sstream>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace thea {
 
 // ---------------------------------------------------------------- shapes
@@ -44,6 +48,7 @@ Strides contiguous_strides(const Shape& shape) {
 namespace {
 
 constexpr std::size_t kAlignment = 64;
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
 // Rejects negative sizes and element counts that would overflow the byte count.
 void check_shape(const Shape& shape, Dtype dtype, const char* where) {
@@ -213,12 +218,18 @@ class Xoshiro256 {
 // ---------------------------------------------------------------- Storage
 
 Storage::Storage(std::size_t nbytes) : nbytes_(nbytes) {
+  // Big arrays (datasets streamed every epoch) go on 2 MiB transparent huge pages where the
+  // kernel offers them on request: one TLB entry per 2 MiB instead of 512, and 512 times
+  // fewer page faults when first written (PyTorch does the same for large CPU tensors).
+  const std::size_t align = nbytes >= kHugePage ? kHugePage : kAlignment;
   // Always allocate at least one aligned block so data() is never null, even for empty tensors.
-  std::size_t rounded =
-      (std::max<std::size_t>(nbytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
-  data_ = std::aligned_alloc(kAlignment, rounded);
+  std::size_t rounded = (std::max<std::size_t>(nbytes, 1) + align - 1) / align * align;
+  data_ = std::aligned_alloc(align, rounded);
   if (!data_)
     throw Error("Storage: out of host memory allocating " + std::to_string(nbytes) + " bytes");
+#if defined(MADV_HUGEPAGE)
+  if (align == kHugePage) ::madvise(data_, rounded, MADV_HUGEPAGE);  // advice: failure is fine
+#endif
 }
 
 Storage::~Storage() { std::free(data_); }
