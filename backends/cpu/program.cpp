@@ -48,6 +48,19 @@ void launch_part(void* c, int part) {
   ctx->fn(ctx->P, ctx->D, ctx->S, part, ctx->nparts);
 }
 
+struct CombineCtx {
+  CombineFn fn;
+  void* const* P;
+  const std::int64_t* D;
+  void* S;
+  int nsplit, nparts;
+};
+
+void combine_part(void* c, int part) {
+  auto* ctx = static_cast<CombineCtx*>(c);
+  ctx->fn(ctx->P, ctx->D, ctx->S, part, ctx->nsplit, ctx->nparts);
+}
+
 std::int64_t dim_value(const Dim& d, const std::vector<std::int64_t>& dims) {
   return d.is_static() ? d.size : dims[d.sym];
 }
@@ -149,6 +162,8 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
     if (!c.fn.empty()) fns_[k].fn = reinterpret_cast<PartFn>(library_->symbol(c.fn));
     if (!c.finish.empty()) fns_[k].finish = reinterpret_cast<FinishFn>(library_->symbol(c.finish));
     if (!c.prep.empty()) fns_[k].prep = reinterpret_cast<PrepFn>(library_->symbol(c.prep));
+    if (!c.combine.empty())
+      fns_[k].combine = reinterpret_cast<CombineFn>(library_->symbol(c.combine));
     if (c.scratch_bytes > 0 && c.launch != Launch::Chain)
       scratch_[k] = std::make_shared<Storage>(static_cast<std::size_t>(c.scratch_bytes));
   }
@@ -648,6 +663,13 @@ void CpuProgram::run_kernel(std::size_t k) {
       if (f.prep) f.prep(ptrs_.data(), dims_.data(), S);
       LaunchCtx ctx{f.fn, ptrs_.data(), dims_.data(), S, nparts_[k]};
       launch(k, launch_part, &ctx);
+      if (f.combine) {
+        // Each thread sums its share of the partials: the threads' partials sit in their own
+        // caches, so one thread alone would fetch every other thread's whole product.
+        const int nsplit = pool_->threads() > 1 && nparts_[k] > 1 ? nparts_[k] : 1;
+        CombineCtx cc{f.combine, ptrs_.data(), dims_.data(), S, nsplit, nparts_[k]};
+        pool_->run(nsplit, combine_part, &cc, adapt_[k].last_solo);
+      }
       f.finish(ptrs_.data(), dims_.data(), S, nparts_[k]);
       break;
     }

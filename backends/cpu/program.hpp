@@ -46,6 +46,7 @@ class CpuProgram : public Program {
     PartFn fn = nullptr;
     FinishFn finish = nullptr;
     PrepFn prep = nullptr;
+    CombineFn combine = nullptr;
   };
   void plan_shapes(const std::vector<Tensor>& inputs);
   void evaluate_values(const std::vector<Tensor>& inputs);

@@ -972,30 +972,42 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
   if (!loop.finish.empty())
     os << "  " << loop.finish << "(P, D, (unsigned char*)S + " << loop_offset_code(chain)
        << ", nparts);\n";
+  os << "  (void)P; (void)D; (void)S; (void)nparts;\n}\n\n";
   if (reduces) {
+    // The parts' products summed in part order, then the update; split into `nsplit` ranges
+    // of whole cache lines, so each thread also moves only its share of the partials between
+    // cores. Elementwise, so the split never changes a result.
     const GemmKernel& t = s.kernels[c.reduce_gemm].gemm;
     const char* T = dtype_c_type(t.dtype);
     const std::int64_t n = t.m.size * t.n.size;
+    const std::int64_t line = std::max<std::int64_t>(1, 64 / dtype_size(t.dtype));
     auto scalar = [&](const ScalarArg& a) {
       if (a.is_const) return literal(a.value, t.dtype);
       return std::string("((const ") + T + "*)P[" + std::to_string(root_of(s, a.buffer)) + "])[0]";
     };
-    os << "  " << T << "* sum = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
+    chain.combine = name + "_combine";
+    os << "extern \"C\" void " << chain.combine
+       << "(void* const* P, const int64_t* D, void* S, int part, int nsplit, int nparts) {\n"
+       << "  const int64_t lines = INT64_C(" << (n + line - 1) / line << ");\n"
+       << "  const int64_t i0 = lines * part / nsplit * " << line
+       << ", i1e = lines * (part + 1) / nsplit * " << line << ";\n"
+       << "  const int64_t i1 = i1e < " << n << " ? i1e : " << n << ";\n"
+       << "  " << T << "* sum = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
        << ");\n"
        << "  for (int p = 1; p < nparts; ++p) {\n"
        << "    const " << T << "* x = sum + (int64_t)p * " << n << ";\n"
-       << "    for (int64_t i = 0; i < " << n << "; ++i) sum[i] += x[i];\n"
+       << "    for (int64_t i = i0; i < i1; ++i) sum[i] += x[i];\n"
        << "  }\n"
        << "  const " << T << " alpha = " << scalar(t.alpha) << ";\n"
        << "  " << T << "* out = (" << T << "*)P[" << root_of(s, t.out) << "];\n";
     if (t.c_in >= 0)
       os << "  const " << T << " beta = " << scalar(t.beta) << ";\n"
          << "  const " << T << "* c = (const " << T << "*)P[" << root_of(s, t.c_in) << "];\n"
-         << "  for (int64_t i = 0; i < " << n << "; ++i) out[i] = alpha * sum[i] + beta * c[i];\n";
+         << "  for (int64_t i = i0; i < i1; ++i) out[i] = alpha * sum[i] + beta * c[i];\n";
     else
-      os << "  for (int64_t i = 0; i < " << n << "; ++i) out[i] = alpha * sum[i];\n";
+      os << "  for (int64_t i = i0; i < i1; ++i) out[i] = alpha * sum[i];\n";
+    os << "  (void)D;\n}\n\n";
   }
-  os << "  (void)P; (void)D; (void)S; (void)nparts;\n}\n\n";
   head = chain;
   loop.launch = Launch::Absorbed;
   if (reduces) codes[c.reduce_gemm].launch = Launch::Absorbed;

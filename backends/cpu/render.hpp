@@ -18,13 +18,14 @@ enum class Launch : std::uint8_t {
   GemmTN,    // prep(P, D, S) once, then fn(P, D, S, part, nparts) over lane-chunks of C's rows
   Blas,      // the Program calls OpenBLAS itself (prep still copies C_in when not in place)
   Host,      // the Program runs the op's perform()
-  Chain,     // a sched::RowChain as one launch: prep, fn over parts of the rows, finish
+  Chain,     // a sched::RowChain: prep, fn over parts of the rows, combine over ranges, finish
   Absorbed,  // run inside the launch of the chain that contains it
 };
 
 struct KernelCode {
   Launch launch = Launch::Host;
   std::string fn, finish, prep;    // exported symbols; empty when absent
+  std::string combine;             // Chain that reduces: sums the parts' products (CombineFn)
   int finals = 0;                  // Loop: final reductions (8-byte partials per part each)
   std::int64_t scratch_bytes = 0;  // Gemm: packed operand scratch
   int lanes = 1;                   // GemmTN: chunk granularity of the parallel split
@@ -52,6 +53,9 @@ struct Rendered {
 using PartFn = void (*)(void* const* P, const std::int64_t* D, void* S, int part, int nparts);
 using FinishFn = void (*)(void* const* P, const std::int64_t* D, void* S, int nparts);
 using PrepFn = void (*)(void* const* P, const std::int64_t* D, void* S);
+// A chain's combine: range `part` of `nsplit` of the sum of its `nparts` partial products.
+using CombineFn = void (*)(void* const* P, const std::int64_t* D, void* S, int part, int nsplit,
+                           int nparts);
 
 // `vector_bytes`: SIMD width the micro-kernels are built for (16/32/64).
 Rendered render(const sched::Schedule& s, const sched::MemPlan& plan, int vector_bytes);
