@@ -96,8 +96,10 @@ constexpr int kColGroup = THEA_VEC_BYTES == 64 ? 5 : 4;
 constexpr int kPrefetchRows = THEA_PREFETCH_ROWS;
 
 // R rows [i, i + R) x columns [J0, J0 + NJ) of C; the next groups of the same rows follow
-// while those rows of A are still in L1.
-template <class T, int K, int R, int J0, int NJ, bool Prefetch>
+// while those rows of A are still in L1. The tile prefetches rows [PF0, PF1) of the tile
+// kPrefetchRows ahead: the column groups share the tile's rows, so the prefetches are spread
+// evenly over the whole tile instead of coming in bursts the memory system drops.
+template <class T, int K, int R, int J0, int NJ, int PF0, int PF1>
 static inline void nn_tile(int64_t i, const T* A, int64_t lda, const T* Bt, int64_t ldbt, T* C,
                            int64_t ldc, T alpha, T beta) {
   typedef typename Vec<T>::type V;
@@ -109,9 +111,8 @@ static inline void nn_tile(int64_t i, const T* A, int64_t lda, const T* Bt, int6
   for (int k = 0; k < Kfull; k += L) {
     V a[R];
     for (int r = 0; r < R; ++r) a[r] = vload<V>(A + (i + r) * lda + k);
-    if constexpr (Prefetch)
-      for (int r = 0; r < R; ++r)
-        __builtin_prefetch(A + (i + r + kPrefetchRows) * lda + k, 0, THEA_PREFETCH_LOCALITY);
+    for (int r = PF0; r < PF1; ++r)
+      __builtin_prefetch(A + (i + r + kPrefetchRows) * lda + k, 0, THEA_PREFETCH_LOCALITY);
     for (int j = 0; j < NJ; ++j) {
       V b = vload<V>(Bt + (J0 + j) * ldbt + k);
       // Keep b in a register: folded into each FMA it would be loaded R times.
@@ -140,7 +141,10 @@ static inline void nn_row_block(int64_t i, const T* A, int64_t lda, const T* Bt,
                                 int64_t ldc, T alpha, T beta) {
   if constexpr (J0 < N) {
     constexpr int NJ = N - J0 < kColGroup ? N - J0 : kColGroup;
-    nn_tile<T, K, R, J0, NJ, J0 == 0 && R != 1>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
+    constexpr int groups = (N + kColGroup - 1) / kColGroup, g = J0 / kColGroup;
+    constexpr int rows = R == 1 ? 0 : R;  // single leftover rows: the end of a part
+    nn_tile<T, K, R, J0, NJ, rows * g / groups, rows * (g + 1) / groups>(i, A, lda, Bt, ldbt, C,
+                                                                        ldc, alpha, beta);
     nn_row_block<T, K, N, R, J0 + NJ>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
   }
 }
