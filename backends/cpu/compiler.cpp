@@ -175,7 +175,9 @@ void finish_probe(CompilerInfo& cc) {
   cc.flags = {"-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-pipe",
               // errno is never read by kernels; without it sqrt/exp inline. No fast-math:
               // NaN handling and rounding must match the reference backend.
-              "-fno-math-errno", "-fno-plt", "-w"};
+              "-fno-math-errno", "-fno-plt", "-w",
+              // `omp simd` marks loops over independent rows; no OpenMP runtime.
+              "-fopenmp-simd"};
   if (cc.vector_bytes == 64) cc.flags.push_back("-mprefer-vector-width=512");
 #if defined(__x86_64__)
   // GCC vectorises exp/log through glibc's libmvec when they are declared SIMD-callable (the

@@ -663,6 +663,9 @@ void CpuProgram::run_kernel(std::size_t k) {
       if (f.prep) f.prep(ptrs_.data(), dims_.data(), S);
       LaunchCtx ctx{f.fn, ptrs_.data(), dims_.data(), S, nparts_[k]};
       launch(k, launch_part, &ctx);
+      // The loop's finish may still read the old weights (a decay term in the cost): it
+      // runs before the combine writes them.
+      f.finish(ptrs_.data(), dims_.data(), S, nparts_[k]);
       if (f.combine) {
         // Each thread sums its share of the partials: the threads' partials sit in their own
         // caches, so one thread alone would fetch every other thread's whole product.
@@ -670,7 +673,6 @@ void CpuProgram::run_kernel(std::size_t k) {
         CombineCtx cc{f.combine, ptrs_.data(), dims_.data(), S, nsplit, nparts_[k]};
         pool_->run(nsplit, combine_part, &cc, adapt_[k].last_solo);
       }
-      f.finish(ptrs_.data(), dims_.data(), S, nparts_[k]);
       break;
     }
     case Launch::Absorbed:

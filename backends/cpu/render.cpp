@@ -138,13 +138,22 @@ class LoopRenderer {
           os_ << "    (void)rem;\n";
         }
         if (row_block_mode()) {
+          // Full blocks get a compile-time row count, so the compiler vectorises every
+          // loop over the block's rows completely; the last, partial block uses the same
+          // code with a run-time count.
           os_ << "    for (int64_t ib = c0; ib < c1; ib += " << kRowBlock << ") {\n"
-              << "      const int nr = (int)(c1 - ib < " << kRowBlock
-              << " ? c1 - ib : " << kRowBlock << ");\n";
+              << "      const int rows = (int)(c1 - ib < " << kRowBlock
+              << " ? c1 - ib : " << kRowBlock << ");\n"
+              << "      if (rows == " << kRowBlock << ") {\n"
+              << "        constexpr int nr = " << kRowBlock << ";\n";
           rb_ = true;
-          outer_body_rb("      ");
+          outer_body_rb("        ");
+          os_ << "      } else {\n"
+              << "        const int nr = rows;\n";
+          outer_body_rb("        ");
           rb_ = false;
-          os_ << "    }\n";
+          os_ << "      }\n"
+              << "    }\n";
         } else {
           os_ << "    for (int64_t i" << last << " = c0; i" << last << " < c1; ++i" << last
               << ") {\n";
@@ -308,6 +317,10 @@ class LoopRenderer {
       os_ << ind << "const " << t << " e" << i << " = ";
     switch (e.kind) {
       case ExprKind::Load: {
+        if (rb_ && staged(e.access)) {
+          os_ << "t" << e.access << "[i" << inner_[0] << "][r]";
+          break;
+        }
         int rt = root_of(s_, lk_.accesses[e.access].buffer);
         os_ << "p" << rt << "[" << index_code(e.access) << "]";
         break;
@@ -357,6 +370,11 @@ class LoopRenderer {
   void emit_store(const Store& st, const std::string& ind) {
     const Access& a = lk_.accesses[st.access];
     int rt = root_of(s_, a.buffer);
+    if (rb_ && staged(st.access)) {
+      os_ << ind << "t" << st.access << "[i" << inner_[0] << "][r] = ("
+          << dtype_c_type(s_.buffers[rt].dtype) << ")" << ref(st.expr) << ";\n";
+      return;
+    }
     os_ << ind << "p" << rt << "[" << index_code(st.access) << "] = ("
         << dtype_c_type(s_.buffers[rt].dtype) << ")" << ref(st.expr) << ";\n";
   }
@@ -600,22 +618,85 @@ class LoopRenderer {
 
   // Declares the arrays of the outer values in `ids`, then computes them (and the statements
   // `extra` prints) in one loop over the block's rows.
+  // `simd`: the rows are independent (no accumulation across them), so the loop is marked
+  // for vectorisation; otherwise the compiler fully unrolls the 16 rows first and then finds
+  // straight-line code it does not vectorise.
   template <class Extra>
-  void row_loop(const std::vector<int>& ids, const std::string& ind, Extra&& extra) {
+  void row_loop(const std::vector<int>& ids, const std::string& ind, Extra&& extra,
+                bool simd = true) {
     for (int i : ids)
       if (lk_.exprs[i].level == 1)
         os_ << ind << dtype_c_type(lk_.exprs[i].dtype) << " e" << i << "[" << kRowBlock << "];\n";
-    os_ << ind << "for (int r = 0; r < nr; ++r) {\n";
+    os_ << ind << (simd ? "THEA_SIMD " : "") << "for (int r = 0; r < nr; ++r) {\n";
     os_ << ind << "  const int64_t i" << outer_[0] << " = ib + r;\n";
     for (int i : ids) emit_expr(i, ind + "  ");
     extra(ind + "  ");
     os_ << ind << "}\n";
   }
 
+  bool staged(int access) const {
+    return access >= 0 && access < static_cast<int>(staged_.size()) && staged_[access];
+  }
+
+  // Row-block mode reads the block's rows across vector lanes: element (row r, column i) of
+  // a row-major operand sits `row stride` apart from (r + 1, i), an access pattern compilers
+  // do not vectorise. So every operand that varies along the row is copied once per block
+  // into a [column][row] tile, and the passes read (and the last pass writes) tiles whose
+  // rows are contiguous; written tiles are copied out after the passes.
+  void plan_staging() {
+    staged_.assign(lk_.accesses.size(), false);
+    const int d = inner_[0];
+    auto along_row = [&](int ai) {
+      const Access& a = lk_.accesses[ai];
+      return d < static_cast<int>(a.axis_of.size()) && a.axis_of[d] >= 0 &&
+             stride_code(s_, a.buffer, a.axis_of[d]) != "INT64_C(0)";
+    };
+    std::int64_t bytes = 0;
+    auto stage = [&](int ai, Dtype dt) {
+      if (staged_[ai] || !along_row(ai)) return;
+      const std::int64_t b = lk_.domain[d].size * kRowBlock * dtype_size(dt);
+      if (bytes + b > kStagingBytes) return;
+      bytes += b;
+      staged_[ai] = true;
+    };
+    for (const Expr& e : lk_.exprs)
+      if (e.kind == ExprKind::Load && e.level == 2) stage(e.access, e.dtype);
+    for (const Store& st : lk_.stores)
+      if (lk_.exprs[st.expr].level == 2)
+        stage(st.access, s_.buffers[root_of(s_, lk_.accesses[st.access].buffer)].dtype);
+  }
+
+  // Copies between the block's rows of a staged operand and its tile.
+  void emit_tile_copy(int ai, bool load, const std::string& ind) {
+    const Access& a = lk_.accesses[ai];
+    const int rt = root_of(s_, a.buffer);
+    const std::string elem = "p" + std::to_string(rt) + "[" + index_code(ai) + "]";
+    const std::string tile = "t" + std::to_string(ai) + "[i" + std::to_string(inner_[0]) + "][r]";
+    os_ << ind << "for (int r = 0; r < nr; ++r) {\n"
+        << ind << "  const int64_t i" << outer_[0] << " = ib + r;\n"
+        << ind << "  for (int64_t i" << inner_[0] << " = 0; i" << inner_[0] << " < "
+        << dim_code(lk_.domain[inner_[0]]) << "; ++i" << inner_[0] << ") " << (load ? tile : elem)
+        << " = " << (load ? elem : tile) << ";\n"
+        << ind << "}\n";
+  }
+
   void outer_body_rb(const std::string& ind) {
     const int n = static_cast<int>(lk_.exprs.size());
     cached_in_.assign(n, -1);
     cache_rows_ = false;
+    plan_staging();
+    std::vector<bool> loaded(lk_.accesses.size(), false), stored(lk_.accesses.size(), false);
+    for (const Expr& e : lk_.exprs)
+      if (e.kind == ExprKind::Load && staged(e.access)) loaded[e.access] = true;
+    for (const Store& st : lk_.stores)
+      if (staged(st.access) && lk_.exprs[st.expr].level == 2) stored[st.access] = true;
+    for (std::size_t ai = 0; ai < staged_.size(); ++ai) {
+      if (!staged_[ai]) continue;
+      const int rt = root_of(s_, lk_.accesses[ai].buffer);
+      os_ << ind << dtype_c_type(s_.buffers[rt].dtype) << " t" << ai << "["
+          << lk_.domain[inner_[0]].size << "][" << kRowBlock << "];\n";
+      if (loaded[ai]) emit_tile_copy(static_cast<int>(ai), true, ind);
+    }
     std::vector<int> first;
     for (int i = 0; i < n; ++i) {
       const Expr& e = lk_.exprs[i];
@@ -641,7 +722,7 @@ class LoopRenderer {
       os_ << ind << "// pass " << p << " (rows of the block vectorised)\n";
       for (int i : accs)
         os_ << ind << acc_type(lk_.exprs[i]) << " a" << i << "[" << kRowBlock << "];\n";
-      os_ << ind << "for (int r = 0; r < nr; ++r) {\n";
+      os_ << ind << "THEA_SIMD for (int r = 0; r < nr; ++r) {\n";
       for (int i : accs) os_ << ind << "  a" << i << "[r] = " << acc_init(lk_.exprs[i]) << ";\n";
       os_ << ind << "}\n";
       os_ << ind << "for (int64_t i" << d << " = 0; i" << d << " < " << dim_code(lk_.domain[d])
@@ -658,6 +739,9 @@ class LoopRenderer {
           if (lk_.exprs[st.expr].level == 2 && last_pass) emit_store(st, in);
       });
       os_ << ind << "}\n";
+      if (last_pass)
+        for (std::size_t ai = 0; ai < stored.size(); ++ai)
+          if (stored[ai]) emit_tile_copy(static_cast<int>(ai), false, ind);
       std::vector<int> after = accs;
       for (int i = 0; i < n; ++i) {
         const Expr& e = lk_.exprs[i];
@@ -670,16 +754,21 @@ class LoopRenderer {
       const Expr& e = lk_.exprs[i];
       if (e.level == 1 && e.phase > lk_.passes && !is_inner_reduce(e)) rest.push_back(i);
     }
-    row_loop(rest, ind, [&](const std::string& in) {
-      for (const Store& st : lk_.stores)
-        if (lk_.exprs[st.expr].level == 1) emit_store(st, in);
-      for (int f : finals_) {
-        const Expr& e = lk_.exprs[f];
-        if (lk_.exprs[e.args[0]].level == 1)
-          os_ << in << "f" << f << " = " << combine(e, "f" + std::to_string(f), ref(e.args[0]))
-              << ";\n";
-      }
-    });
+    bool across_rows = false;  // a final reduction adds the rows in order
+    for (int f : finals_) across_rows |= lk_.exprs[lk_.exprs[f].args[0]].level == 1;
+    row_loop(
+        rest, ind,
+        [&](const std::string& in) {
+          for (const Store& st : lk_.stores)
+            if (lk_.exprs[st.expr].level == 1) emit_store(st, in);
+          for (int f : finals_) {
+            const Expr& e = lk_.exprs[f];
+            if (lk_.exprs[e.args[0]].level == 1)
+              os_ << in << "f" << f << " = " << combine(e, "f" + std::to_string(f), ref(e.args[0]))
+                  << ";\n";
+          }
+        },
+        !across_rows);
   }
 
   // After all passes: remaining outer values, outer stores, final accumulation of outer values.
@@ -712,7 +801,9 @@ class LoopRenderer {
   std::vector<int> finals_, inner_, outer_;
   std::vector<int> cached_in_;  // pass whose row-buffer loop computes each value, or -1
   bool cache_rows_ = false;
-  bool rb_ = false;  // rendering a row block (row_block_mode)
+  bool rb_ = false;           // rendering a row block (row_block_mode)
+  std::vector<bool> staged_;  // per access: copied to a [column][row] tile (plan_staging)
+  static constexpr std::int64_t kStagingBytes = 32 * 1024;  // of stack per block, at most
   int pass_cursor_ = 0;
 };
 
@@ -1051,6 +1142,8 @@ Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
         "from the top-level CMakeLists.txt)");
   std::ostringstream src;
   src << "// thea cpu kernels (generated)\n#define THEA_VEC_BYTES " << vector_bytes << "\n"
+      << "// Loops over independent rows (OpenMP's simd pragma, enabled by -fopenmp-simd).\n"
+         "#define THEA_SIMD _Pragma(\"omp simd\")\n"
       << scalar_preamble() << "\n"
       << kernels_preamble() << "\n"
       << "#if defined(THEA_USE_LIBMVEC)\n"

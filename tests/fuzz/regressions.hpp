@@ -37,6 +37,7 @@ inline const std::vector<Regression> kRegressions = {
     {1, 2766, "cpu: mean(int tensor3) negative, then arithmetic"},
     {1, 200358, "cpu: sum over an empty slice fused into its consumer (pow): garbage", 30},
     {1, 202319, "cpu: zero-size switch fused with a (1, 2) update: update never computed", 30},
+    {1, 97, "cpu: a chain's combine wrote w in place before its loop's finish read w (decay)"},
 };
 
 struct RegressionCase {
@@ -109,6 +110,31 @@ inline std::vector<RegressionCase> regression_cases() {
                      c.shared_init = {w0};
                      return c;
                    }});
+  // Found as seed 97 on the cpu backend: a softmax-regression step whose cost adds a decay
+  // term, 0.01 * sum(w^2), computed in the row chain's loop finish; the chain's combine had
+  // been moved before that finish and wrote the new w in place first, so the cost read it.
+  cases.push_back(
+      {"a weight decay in the cost, read after the chain's in-place update", [] {
+         Tensor w0 = Tensor::from_vector(std::vector<double>{-0.25, 0.25, 0.5, -0.75}, {2, 2});
+         Tensor b0 = Tensor::from_vector(std::vector<double>{0.01, -0.09});
+         Variable w = shared(w0, "w"), b = shared(b0, "b");
+         Variable x = tensor(Dtype::Float64, 2, "x");
+         std::vector<std::int32_t> labels(16);
+         for (int i = 0; i < 16; ++i) labels[i] = (i * 7) % 3 == 0 ? 1 : 0;
+         Variable y = one_hot(Variable(Tensor::from_vector(labels)), 2, Dtype::Float64);
+         auto p = nnet::softmax(add(dot(x, w), b));
+         // The cross-entropy written out, as the generator's composed model does.
+         Variable cost = add(neg(mean(sum(mul(y, log(p)), 1))), mul(0.01, sum(sqr(w))));
+         std::vector<std::vector<Tensor>> calls;
+         for (int c = 0; c < 3; ++c)
+           calls.push_back({random_uniform({16, 2}, -1, 1, 97 + c).astype(Dtype::Float64)});
+         FuzzCase fc = hand_case({x}, {cost}, {{}}, calls);
+         fc.updates.push_back({w, sub(w, mul(grad(cost, w), 0.5))});
+         fc.updates.push_back({b, sub(b, mul(grad(cost, b), 0.5))});
+         fc.shared = {w, b};
+         fc.shared_init = {w0, b0};
+         return fc;
+       }});
   // Found as seed 200358 (THEA_FUZZ_MAX_OPS=30) on the cpu backend: sum over an empty axis
   // (a slice x[-4:-4]) must be 0 (pow(y, 0) = 1 followed); the cpu backend gave garbage
   // (-4.2e-35), as if the accumulator were not initialised when the loop runs zero times.
