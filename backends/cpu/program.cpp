@@ -742,15 +742,7 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
   }
   // Views and in-place values use their owner's storage.
   for (std::size_t b = 0; b < nb; ++b) {
-    int r = static_cast<int>(b);
-    for (int guard = 0; guard < 64; ++guard) {
-      if (schedule_.buffers[r].kind == BufferKind::View)
-        r = schedule_.buffers[r].base;
-      else if (plan_.buffers[r].placement == Placement::Alias && plan_.buffers[r].alias >= 0)
-        r = plan_.buffers[r].alias;
-      else
-        break;
-    }
+    const int r = storage_owner(schedule_, plan_, static_cast<int>(b));
     if (r != static_cast<int>(b)) ptrs_[b] = ptrs_[r];
   }
   // The generated code indexes P by root buffer id; in-place values alias their targets.

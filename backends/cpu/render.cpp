@@ -951,18 +951,8 @@ int transposed_weight(const Schedule& s, const MemPlan& plan, const RowChain& c,
   if (s.buffers[w].kind != BufferKind::Shared || t.c_in != w || t.dtype != g.dtype) return -1;
   if (t.m.size != g.k.size || t.n.size != g.n.size) return -1;
   // Every buffer resolving to W's storage: W itself and the in-place product only.
-  for (std::size_t b = 0; b < s.buffers.size(); ++b) {
-    int r = static_cast<int>(b);
-    for (int guard = 0; guard < 64; ++guard) {
-      if (s.buffers[r].kind == BufferKind::View)
-        r = s.buffers[r].base;
-      else if (plan.buffers[r].placement == Placement::Alias && plan.buffers[r].alias >= 0)
-        r = plan.buffers[r].alias;
-      else
-        break;
-    }
-    if (r == w && static_cast<int>(b) != w && static_cast<int>(b) != t.out) return -1;
-  }
+  for (int b = 0; b < static_cast<int>(s.buffers.size()); ++b)
+    if (storage_owner(s, plan, b) == w && b != w && b != t.out) return -1;
   if (plan.buffers[t.out].placement != Placement::Alias || plan.buffers[t.out].alias < 0 ||
       root_of(s, plan.buffers[t.out].alias) != w)
     return -1;

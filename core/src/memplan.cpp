@@ -206,4 +206,17 @@ std::string MemPlan::describe(const Schedule& s) const {
   return os.str();
 }
 
+int storage_owner(const Schedule& s, const MemPlan& plan, int b) {
+  // Chains are short (a view of an in-place value); the bound guards against a cycle bug.
+  for (int guard = 0; guard < 64; ++guard) {
+    if (s.buffers[b].kind == BufferKind::View)
+      b = s.buffers[b].base;
+    else if (plan.buffers[b].placement == Placement::Alias && plan.buffers[b].alias >= 0)
+      b = plan.buffers[b].alias;
+    else
+      break;
+  }
+  return b;
+}
+
 }  // namespace thea::sched

@@ -39,6 +39,10 @@ struct MemPlan {
 // writes the new one, and no later kernel, output or other update needs the old value.
 MemPlan make_memplan(const Schedule& s);
 
+// The buffer whose storage `b` uses: through views to their bases and aliased (in-place)
+// buffers to their targets.
+int storage_owner(const Schedule& s, const MemPlan& plan, int b);
+
 // Arena offsets (bytes, 64-byte aligned) for concrete buffer sizes: buffers whose lifetimes
 // do not overlap share memory. Non-arena buffers get -1.
 struct ArenaLayout {
