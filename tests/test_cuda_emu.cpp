@@ -276,6 +276,37 @@ TEST_CASE("cuda_emu: shared variables move between backends and functions") {
   CHECK(allclose(w.get_value(), Tensor::from_list({{1, 1}, {1, 3}})));
 }
 
+TEST_CASE("cuda_emu: a weight the cpu training step keeps transposed moves to the device") {
+  register_emu();
+  // The cpu step holds w as its transposed copy (a DeviceMirror) between calls; the emulated
+  // device step must fetch the row-major value from it, and the cpu step must re-read the
+  // device's value after it.
+  Tensor w0 = random_normal({20, 3}, 0.0, 0.1, 5);
+  Variable X = fmatrix("X"), Y = fmatrix("Y");
+  Variable w = shared(w0.clone(), "w"), wr = shared(w0.clone(), "w");
+  auto step = [&](Variable& v, const std::string& backend) {
+    auto cost = mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, v)), Y));
+    return function({X, Y}, {cost}, {{v, v - grad(cost, v) * 0.5f}}, on(backend));
+  };
+  Function cpu_step = step(w, "cpu"), dev_step = step(w, "cuda_emu"),
+           ref_step = step(wr, "reference");
+  if (cpu_step.backend_name() != "cpu") {
+    MESSAGE("skipped: no cpu backend here (" << cpu_step.backend_name() << ")");
+    return;
+  }
+  CHECK(cpu_step.debugprint().find("kept transposed between calls") != std::string::npos);
+  for (int i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    Tensor x = random_uniform({70, 20}, 0.0, 1.0, 40 + i);
+    Tensor y = Tensor::zeros({70, 3});
+    for (int r = 0; r < 70; ++r) y.set({r, (r * 5 + i) % 3}, 1.0);
+    Function& f = i % 3 == 2 ? dev_step : cpu_step;
+    CHECK(f({x, y})[0].item<float>() ==
+          doctest::Approx(ref_step({x, y})[0].item<float>()).epsilon(1e-4));
+  }
+  CHECK(allclose(w.get_value(), wr.get_value(), 1e-4, 1e-5));
+}
+
 TEST_CASE("cuda_emu: random graphs agree with the reference") {
   register_emu();
   // Few graphs in CI (the emulator compiles with the host compiler); scripts/gpu-check
