@@ -1073,20 +1073,29 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
        << "  const int64_t i0 = lines * part / nsplit * " << line
        << ", i1e = lines * (part + 1) / nsplit * " << line << ";\n"
        << "  const int64_t i1 = i1e < " << n << " ? i1e : " << n << ";\n"
-       << "  " << T << "* sum = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
-       << ");\n"
-       << "  for (int p = 1; p < nparts; ++p) {\n"
-       << "    const " << T << "* x = sum + (int64_t)p * " << n << ";\n"
-       << "    for (int64_t i = i0; i < i1; ++i) sum[i] += x[i];\n"
-       << "  }\n"
+       << "  const " << T << "* part0 = (const " << T << "*)((unsigned char*)S + "
+       << part_offset_code(chain) << ");\n"
        << "  const " << T << " alpha = " << scalar(t.alpha) << ";\n"
        << "  " << T << "* out = (" << T << "*)P[" << root_of(s, t.out) << "];\n";
+    const std::string update = t.c_in >= 0 ? "alpha * s + beta * c[i]" : std::string("alpha * s");
     if (t.c_in >= 0)
       os << "  const " << T << " beta = " << scalar(t.beta) << ";\n"
-         << "  const " << T << "* c = (const " << T << "*)P[" << root_of(s, t.c_in) << "];\n"
-         << "  for (int64_t i = i0; i < i1; ++i) out[i] = alpha * sum[i] + beta * c[i];\n";
-    else
-      os << "  for (int64_t i = i0; i < i1; ++i) out[i] = alpha * sum[i];\n";
+         << "  const " << T << "* c = (const " << T << "*)P[" << root_of(s, t.c_in) << "];\n";
+    // One pass that only reads the partials: writing the sum back into part 0's partial
+    // would pull those lines from the core that wrote them, for ownership.
+    os << "  if (nparts == 2) {\n"
+       << "    const " << T << "* part1 = part0 + " << n << ";\n"
+       << "    for (int64_t i = i0; i < i1; ++i) {\n"
+       << "      const " << T << " s = part0[i] + part1[i];\n"
+       << "      out[i] = " << update << ";\n"
+       << "    }\n"
+       << "  } else {\n"
+       << "    for (int64_t i = i0; i < i1; ++i) {\n"
+       << "      " << T << " s = part0[i];\n"
+       << "      for (int p = 1; p < nparts; ++p) s += part0[(int64_t)p * " << n << " + i];\n"
+       << "      out[i] = " << update << ";\n"
+       << "    }\n"
+       << "  }\n";
     os << "  (void)D;\n}\n\n";
   }
   head = chain;
