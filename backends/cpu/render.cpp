@@ -976,11 +976,13 @@ int transposed_weight(const Schedule& s, const MemPlan& plan, const RowChain& c,
   return updated ? w : -1;
 }
 
-// Renders a RowChain as one part function and one finish over the members' code: each part
-// runs the head product on its rows, then the loop on the same rows, then (when the chain
-// reduces) its share of Aᵀ·D into a private partial; the finish combines the loop's partials
-// and the parts' products in part order. Returns false (members keep their own launches)
-// when the members were not rendered as generated row products.
+// Renders a RowChain as one part function, a finish and (when the chain reduces) a combine
+// over the members' code: each part runs the head product on its rows, then the loop on the
+// same rows, then its share of Aᵀ·D into a private partial; the finish combines the loop's
+// partials; the combine adds the parts' products in part order, split into ranges that the
+// threads take (it runs after the finish: the loop's finish may read the old weights).
+// Returns false (members keep their own launches) when the members were not rendered as
+// generated row products.
 bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int prefetch_slot,
                   std::vector<KernelCode>& codes, std::ostringstream& os) {
   KernelCode& head = codes[c.gemm];
