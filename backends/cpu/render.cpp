@@ -990,7 +990,12 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
   if (head.launch != Launch::GemmRows || loop.launch != Launch::Loop) return false;
   const bool reduces = c.reduce_gemm >= 0 && codes[c.reduce_gemm].launch == Launch::GemmTN;
   const GemmKernel& g = s.kernels[c.gemm].gemm;
-  const int transposed = reduces ? transposed_weight(s, plan, c, head) : -1;
+  // THEA_CPU_TRANSPOSED=0 keeps W row-major (packed every call), for comparisons.
+  static const bool keep_transposed = [] {
+    const char* v = std::getenv("THEA_CPU_TRANSPOSED");
+    return !(v && std::string(v) == "0");
+  }();
+  const int transposed = reduces && keep_transposed ? transposed_weight(s, plan, c, head) : -1;
   const std::string name = s.kernels[c.gemm].name + "_chain";
   std::set<int> syms;
   for (const Dim& d : {g.m, g.n, g.k})
