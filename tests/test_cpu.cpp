@@ -398,6 +398,34 @@ TEST_CASE("minibatch slices of a shared dataset are read in place, and copied wh
   }
 }
 
+TEST_CASE("run-time slice bounds: the layout is kept while the slice's shape is, else redone") {
+  ensure_cpu();
+  // Same length at other offsets (layout reused, other rows read), other lengths (re-planned,
+  // including an empty slice and the whole array), bounds past the end (clipped, as numpy),
+  // then the first length again.
+  Tensor data = random_uniform({10, 3}, -1, 1, 31);
+  auto run = [&](const std::string& backend) {
+    auto d = shared(data.clone(), "d");
+    auto a = lscalar("a"), b = lscalar("b");
+    auto x = subtensor(d, {Slice(a, b)});
+    Function f = function({a, b}, {sum(x * 2.0, 0), x + 1.0}, {}, on(backend.c_str()));
+    std::vector<Tensor> out;
+    for (auto [lo, hi] : std::vector<std::pair<std::int64_t, std::int64_t>>{
+             {0, 4}, {2, 6}, {6, 10}, {1, 2}, {3, 3}, {0, 10}, {8, 14}, {5, 9}, {0, 4}}) {
+      auto r = f({Tensor::scalar(lo, Dtype::Int64), Tensor::scalar(hi, Dtype::Int64)});
+      out.insert(out.end(), r.begin(), r.end());
+    }
+    return out;
+  };
+  auto c = run("cpu"), r = run("reference");
+  REQUIRE(c.size() == r.size());
+  for (std::size_t k = 0; k < c.size(); ++k) {
+    CAPTURE(k);
+    CHECK(c[k].shape() == r[k].shape());
+    CHECK(max_abs_diff(c[k], r[k]) < 1e-6);
+  }
+}
+
 TEST_CASE("rendering: short rows are computed a block of rows at a time, long ones row by row") {
   auto source_of = [](const std::vector<Variable>& ins, const std::vector<Variable>& outs) {
     std::vector<NodePtr> in, out;

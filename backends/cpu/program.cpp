@@ -169,7 +169,8 @@ CpuProgram::CpuProgram(const FunctionGraph& fg, Schedule schedule, MemPlan plan,
   }
   std::unordered_set<const Node*> seen;
   for (const NodePtr& n : order_) {
-    if (n->kind != NodeKind::Apply) continue;
+    if (n->kind != NodeKind::Apply || n->op->value_inputs().empty()) continue;
+    value_consumers_.push_back(n.get());
     for (int i : n->op->value_inputs())
       if (seen.insert(n->inputs[i].get()).second) value_nodes_.push_back(n->inputs[i]);
   }
@@ -248,8 +249,38 @@ void CpuProgram::evaluate_values(const std::vector<Tensor>& inputs) {
   for (const NodePtr& n : value_nodes_) eval(n);
 }
 
+// Every other node's shape follows from its inputs' shapes, so with the same input shapes
+// the layout stays valid as long as each value consumer (a slice with run-time bounds)
+// still has the shape it had: checked in order, from the last layout's shapes and this
+// call's values. A training step over minibatch i then skips re-planning.
+bool CpuProgram::value_shapes_unchanged() const {
+  std::vector<Shape> in;
+  std::vector<const Tensor*> vals;
+  for (const Node* n : value_consumers_) {
+    in.clear();
+    vals.clear();
+    for (const NodePtr& x : n->inputs) {
+      auto sit = last_shapes_.find(x.get());
+      if (sit == last_shapes_.end()) return false;
+      in.push_back(sit->second);
+      auto vit = values_.find(x.get());
+      vals.push_back(vit == values_.end() ? nullptr : &vit->second);
+    }
+    auto mine = last_shapes_.find(n);
+    if (mine == last_shapes_.end()) return false;
+    try {
+      if (n->op->infer_shape(in, vals) != mine->second) return false;
+    } catch (const Error&) {
+      return false;  // plan_shapes reports it, with the context
+    }
+  }
+  return true;
+}
+
 void CpuProgram::plan_shapes(const std::vector<Tensor>& inputs) {
-  std::unordered_map<const Node*, Shape> shapes;
+  std::unordered_map<const Node*, Shape>& shapes = last_shapes_;
+  shapes.clear();
+  planned_ = false;  // until this layout is complete
   // Inputs first: an input the outputs do not need (replaced through givens) has a buffer too.
   for (std::size_t i = 0; i < inputs_.size(); ++i) shapes[inputs_[i].get()] = inputs[i].shape();
   for (const NodePtr& n : order_) {
@@ -705,8 +736,9 @@ std::vector<Tensor> CpuProgram::run(const std::vector<Tensor>& inputs) {
     }
   }
   if (has_value_shapes_) evaluate_values(inputs);
-  bool same = planned_ && !has_value_shapes_ && signature_.size() == inputs.size();
+  bool same = planned_ && signature_.size() == inputs.size();
   for (std::size_t i = 0; same && i < inputs.size(); ++i) same = signature_[i] == inputs[i].shape();
+  if (same && has_value_shapes_) same = value_shapes_unchanged();
   if (!same) plan_shapes(inputs);
 
   const std::size_t nb = schedule_.buffers.size();

@@ -49,6 +49,7 @@ class CpuProgram : public Program {
     CombineFn combine = nullptr;
   };
   void plan_shapes(const std::vector<Tensor>& inputs);
+  bool value_shapes_unchanged() const;
   void evaluate_values(const std::vector<Tensor>& inputs);
   Tensor buffer_tensor(int b);
   void run_kernel(std::size_t k);
@@ -71,8 +72,10 @@ class CpuProgram : public Program {
 
   // Values that shapes depend on (slice bounds), evaluated on the host before planning.
   std::vector<NodePtr> value_nodes_;
+  std::vector<const Node*> value_consumers_;  // nodes whose shape depends on such values
   std::unordered_map<const Node*, Tensor> values_;
   bool has_value_shapes_ = false;
+  std::unordered_map<const Node*, Shape> last_shapes_;  // of the current layout
 
   // Layout for the current input shapes.
   bool planned_ = false;
