@@ -143,8 +143,8 @@ static inline void nn_row_block(int64_t i, const T* A, int64_t lda, const T* Bt,
     constexpr int NJ = N - J0 < kColGroup ? N - J0 : kColGroup;
     constexpr int groups = (N + kColGroup - 1) / kColGroup, g = J0 / kColGroup;
     constexpr int rows = R == 1 ? 0 : R;  // single leftover rows: the end of a part
-    nn_tile<T, K, R, J0, NJ, rows * g / groups, rows * (g + 1) / groups>(i, A, lda, Bt, ldbt, C,
-                                                                        ldc, alpha, beta);
+    constexpr int pf0 = rows * g / groups, pf1 = rows * (g + 1) / groups;
+    nn_tile<T, K, R, J0, NJ, pf0, pf1>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
     nn_row_block<T, K, N, R, J0 + NJ>(i, A, lda, Bt, ldbt, C, ldc, alpha, beta);
   }
 }
