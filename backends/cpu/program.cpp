@@ -503,13 +503,8 @@ void CpuProgram::find_borrowed_views() {
     if (k.kind != KernelKind::Host || !k.host.node->op->traits().view) continue;
     const int out = k.host.out;
     if (plan_.buffers[out].placement != Placement::Arena) continue;
-    bool ok = !k.host.inputs.empty() && !written[root_[k.host.inputs[0]]];
-    for (std::size_t b = 0; ok && b < nb; ++b) {
-      const BufferPlan& p = plan_.buffers[b];
-      if (p.placement == Placement::Alias && p.alias == out) ok = false;
-      if (schedule_.buffers[b].kind == BufferKind::View && schedule_.buffers[b].base == out)
-        ok = false;
-    }
+    bool ok = !k.host.inputs.empty() && !written[root_[k.host.inputs[0]]] &&
+              !storage_shared(schedule_, plan_, out);
     for (int o : schedule_.outputs) ok = ok && root_[o] != out;
     for (int v : schedule_.update_values) ok = ok && root_[v] != out;
     borrowed_[out] = ok;
@@ -868,10 +863,7 @@ void* CpuProgram::bind_transposed(SharedState& s) {
 // storage, as many as exist. Anything else (a standalone tensor) has none to prefetch.
 void CpuProgram::set_rows_ahead(std::size_t k) {
   // THEA_CPU_PREFETCH=0 turns it off (minibatches drawn in random order gain nothing).
-  static const bool enabled = [] {
-    const char* v = std::getenv("THEA_CPU_PREFETCH");
-    return !(v && std::string(v) == "0");
-  }();
+  static const bool enabled = !env_switched_off("THEA_CPU_PREFETCH");
   const KernelCode& c = rendered_.kernels[k];
   const int ab = schedule_.kernels[k].gemm.a;
   const Buffer& a = schedule_.buffers[ab];

@@ -147,6 +147,7 @@ class LoopRenderer {
               << "      if (rows == " << kRowBlock << ") {\n"
               << "        constexpr int nr = " << kRowBlock << ";\n";
           rb_ = true;
+          plan_staging();  // the same tiles for both copies of the block's code
           outer_body_rb("        ");
           os_ << "      } else {\n"
               << "        const int nr = rows;\n";
@@ -684,7 +685,6 @@ class LoopRenderer {
     const int n = static_cast<int>(lk_.exprs.size());
     cached_in_.assign(n, -1);
     cache_rows_ = false;
-    plan_staging();
     std::vector<bool> loaded(lk_.accesses.size(), false), stored(lk_.accesses.size(), false);
     for (const Expr& e : lk_.exprs)
       if (e.kind == ExprKind::Load && staged(e.access)) loaded[e.access] = true;
@@ -809,6 +809,24 @@ class LoopRenderer {
 
 bool small_static(const Dim& d, std::int64_t limit) { return d.is_static() && d.size <= limit; }
 
+// The runtime sizes a product's code reads from D (`const int64_t dN = D[N];`).
+std::string gemm_syms_code(const GemmKernel& g) {
+  std::set<int> syms;
+  for (const Dim& d : {g.m, g.n, g.k})
+    if (!d.is_static()) syms.insert(d.sym);
+  std::string out;
+  for (int sy : syms)
+    out += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
+  return out + "  (void)D;\n";
+}
+
+// A product's alpha or beta: a literal, or the scalar buffer read from P.
+std::string scalar_arg_code(const Schedule& s, const ScalarArg& a, Dtype dtype) {
+  if (a.is_const) return literal(a.value, dtype);
+  return std::string("((const ") + dtype_c_type(dtype) + "*)P[" +
+         std::to_string(root_of(s, a.buffer)) + "])[0]";
+}
+
 KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
                        std::ostringstream& os, int vector_bytes) {
   const GemmKernel& g = k.gemm;
@@ -820,19 +838,7 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
   const int rc = g.c_in >= 0 ? root_of(s, g.c_in) : -1;
   const bool in_place = g.c_in >= 0 && plan.buffers[g.out].placement == Placement::Alias &&
                         root_of(s, plan.buffers[g.out].alias) == rc;
-  auto scalar_code = [&](const ScalarArg& a) {
-    if (a.is_const) return literal(a.value, g.dtype);
-    return std::string("((const ") + T + "*)P[" + std::to_string(root_of(s, a.buffer)) + "])[0]";
-  };
-  auto syms = [&]() {
-    std::set<int> ss;
-    for (const Dim& d : {g.m, g.n, g.k})
-      if (!d.is_static()) ss.insert(d.sym);
-    std::string out;
-    for (int sy : ss)
-      out += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
-    return out + "  (void)D;\n";
-  };
+  const std::string syms = gemm_syms_code(g);
   const std::string M = dim_code(g.m), N = dim_code(g.n), K = dim_code(g.k);
   // Row strides of the dense operands as stored: A is m x k (k x m when transposed).
   // A vector right operand is a 1 x K row: the product reads it transposed.
@@ -846,8 +852,8 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
              "]; " + T + "* o = (" + T + "*)P[" + std::to_string(ro) +
              "]; for (int64_t i = 0; i < " + M + " * " + N + "; ++i) o[i] = c[i]; }\n";
   }
-  const std::string beta = g.c_in >= 0 ? scalar_code(g.beta) : literal(0, g.dtype);
-  const std::string alpha = scalar_code(g.alpha);
+  const std::string beta = g.c_in >= 0 ? scalar_arg_code(s, g.beta, g.dtype) : literal(0, g.dtype);
+  const std::string alpha = scalar_arg_code(s, g.alpha, g.dtype);
   const bool nn_ok = flt && !g.trans_a && g.k.is_static() && g.k.size <= 1 << 20 &&
                      small_static(g.n, 16) && g.n.size > 0;
   const bool tn_ok =
@@ -860,7 +866,7 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
     const bool bt_given = tb;  // B is stored N x K already
     if (nn_ok && !bt_given) code.scratch_bytes = g.n.size * g.k.size * dtype_size(g.dtype);
     os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
-       << syms() << copy_c;
+       << syms << copy_c;
     if (nn_ok && !bt_given)
       os << "  thea_k::pack_bt<" << T << ", " << g.k.size << ", " << g.n.size << ">((const " << T
          << "*)P[" << rb << "], " << ldb << ", (" << T << "*)S);\n";
@@ -870,13 +876,13 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
       // for a row chain that keeps B transposed itself.
       os << "static inline void " << k.name << "_rows(void* const* P, const int64_t* D, const " << T
          << "* bt, int64_t i0, int64_t i1) {\n"
-         << syms() << "  thea_k::gemm_nn_smalln<" << T << ", " << g.k.size << ", " << g.n.size
+         << syms << "  thea_k::gemm_nn_smalln<" << T << ", " << g.k.size << ", " << g.n.size
          << ">(i0, i1, (const " << T << "*)P[" << ra << "], " << lda << ", bt, INT64_C(" << g.k.size
          << "), (" << T << "*)P[" << ro << "], " << N << ", " << alpha << ", " << beta << ");\n}\n";
     }
     os << "extern \"C\" void " << code.fn
        << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
-       << syms();
+       << syms;
     if (nn_ok) {
       os << "  const int64_t m = " << M << ";\n"
          << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
@@ -904,7 +910,7 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
     if (!copy_c.empty()) {
       code.prep = k.name + "_prep";
       os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
-         << syms() << copy_c << "  (void)P; (void)S;\n}\n\n";
+         << syms << copy_c << "  (void)P; (void)S;\n}\n\n";
     }
     return code;
   }
@@ -913,12 +919,12 @@ KernelCode render_gemm(const Schedule& s, const MemPlan& plan, const Kernel& k,
   code.fn = k.name;
   code.prep = k.name + "_prep";
   os << "extern \"C\" void " << code.prep << "(void* const* P, const int64_t* D, void* S) {\n"
-     << syms() << copy_c << "  (void)P; (void)S;\n}\n";
+     << syms << copy_c << "  (void)P; (void)S;\n}\n";
   const std::string sa0 = g.trans_a ? "INT64_C(1)" : lda, sa1 = g.trans_a ? lda : "INT64_C(1)";
   const std::string sb0 = tb ? "INT64_C(1)" : ldb, sb1 = tb ? ldb : "INT64_C(1)";
   os << "extern \"C\" void " << code.fn
      << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n"
-     << syms() << "  const int64_t m = " << M << ";\n"
+     << syms << "  const int64_t m = " << M << ";\n"
      << "  thea_k::gemm_generic<" << T << ">(m * part / nparts, m * (part + 1) / nparts, " << N
      << ", " << K << ", (const " << T << "*)P[" << ra << "], " << sa0 << ", " << sa1 << ", (const "
      << T << "*)P[" << rb << "], " << sb0 << ", " << sb1 << ", (" << T << "*)P[" << ro << "], " << N
@@ -950,9 +956,8 @@ int transposed_weight(const Schedule& s, const MemPlan& plan, const RowChain& c,
   const int w = g.b;
   if (s.buffers[w].kind != BufferKind::Shared || t.c_in != w || t.dtype != g.dtype) return -1;
   if (t.m.size != g.k.size || t.n.size != g.n.size) return -1;
-  // Every buffer resolving to W's storage: W itself and the in-place product only.
-  for (int b = 0; b < static_cast<int>(s.buffers.size()); ++b)
-    if (storage_owner(s, plan, b) == w && b != w && b != t.out) return -1;
+  // W's storage holds W and the in-place product only.
+  if (storage_shared(s, plan, w, t.out)) return -1;
   if (plan.buffers[t.out].placement != Placement::Alias || plan.buffers[t.out].alias < 0 ||
       root_of(s, plan.buffers[t.out].alias) != w)
     return -1;
@@ -991,19 +996,10 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
   const bool reduces = c.reduce_gemm >= 0 && codes[c.reduce_gemm].launch == Launch::GemmTN;
   const GemmKernel& g = s.kernels[c.gemm].gemm;
   // THEA_CPU_TRANSPOSED=0 keeps W row-major (packed every call), for comparisons.
-  static const bool keep_transposed = [] {
-    const char* v = std::getenv("THEA_CPU_TRANSPOSED");
-    return !(v && std::string(v) == "0");
-  }();
-  const int transposed = reduces && keep_transposed ? transposed_weight(s, plan, c, head) : -1;
+  const int transposed = reduces && !env_switched_off("THEA_CPU_TRANSPOSED")
+                             ? transposed_weight(s, plan, c, head)
+                             : -1;
   const std::string name = s.kernels[c.gemm].name + "_chain";
-  std::set<int> syms;
-  for (const Dim& d : {g.m, g.n, g.k})
-    if (!d.is_static()) syms.insert(d.sym);
-  std::string prologue;
-  for (int sy : syms)
-    prologue += "  const int64_t d" + std::to_string(sy) + " = D[" + std::to_string(sy) + "];\n";
-  prologue += "  (void)D;\n";
   KernelCode chain = head;
   chain.launch = Launch::Chain;
   chain.fn = name;
@@ -1018,10 +1014,13 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
   }
   os << "extern \"C\" void " << chain.fn
      << "(void* const* P, const int64_t* D, void* S, int part, int nparts) {\n";
+  // The part's rows [i0, i1), read by the reducing product (and the head, when it runs here).
+  if (reduces)
+    os << gemm_syms_code(g) << "  const int64_t m = " << dim_code(g.m) << ";\n"
+       << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n";
   if (transposed >= 0)
-    os << prologue << "  const int64_t rows = " << dim_code(g.m) << ";\n"
-       << "  " << s.kernels[c.gemm].name << "_rows(P, D, (const " << dtype_c_type(g.dtype) << "*)P["
-       << transposed << "], rows * part / nparts, rows * (part + 1) / nparts);\n";
+    os << "  " << s.kernels[c.gemm].name << "_rows(P, D, (const " << dtype_c_type(g.dtype) << "*)P["
+       << transposed << "], i0, i1);\n";
   else
     os << "  " << head.fn << "(P, D, S, part, nparts);\n";
   os << "  " << loop.fn << "(P, D, (unsigned char*)S + " << loop_offset_code(chain)
@@ -1032,10 +1031,7 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
     const std::int64_t km = t.m.size, kn = t.n.size;  // static: rendered as GemmTN
     chain.chain_part_bytes = km * kn * static_cast<std::int64_t>(dtype_size(t.dtype));
     const std::string lda = dim_code(g.k), ldd = dim_code(t.n);
-    if (transposed < 0) os << prologue;
-    os << "  const int64_t m = " << dim_code(g.m) << ";\n"
-       << "  const int64_t i0 = m * part / nparts, i1 = m * (part + 1) / nparts;\n"
-       << "  " << T << "* mine = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
+    os << "  " << T << "* mine = (" << T << "*)((unsigned char*)S + " << part_offset_code(chain)
        << ") + (int64_t)part * " << km * kn << ";\n"
        << "  const " << T << "* a = (const " << T << "*)P[" << root_of(s, t.a) << "];\n"
        << "  // The rows after A in its array (D[" << prefetch_slot
@@ -1069,10 +1065,6 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
     const char* T = dtype_c_type(t.dtype);
     const std::int64_t n = t.m.size * t.n.size;
     const std::int64_t line = std::max<std::int64_t>(1, 64 / dtype_size(t.dtype));
-    auto scalar = [&](const ScalarArg& a) {
-      if (a.is_const) return literal(a.value, t.dtype);
-      return std::string("((const ") + T + "*)P[" + std::to_string(root_of(s, a.buffer)) + "])[0]";
-    };
     chain.combine = name + "_combine";
     os << "extern \"C\" void " << chain.combine
        << "(void* const* P, const int64_t* D, void* S, int part, int nsplit, int nparts) {\n"
@@ -1082,11 +1074,11 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
        << "  const int64_t i1 = i1e < " << n << " ? i1e : " << n << ";\n"
        << "  const " << T << "* part0 = (const " << T << "*)((unsigned char*)S + "
        << part_offset_code(chain) << ");\n"
-       << "  const " << T << " alpha = " << scalar(t.alpha) << ";\n"
+       << "  const " << T << " alpha = " << scalar_arg_code(s, t.alpha, t.dtype) << ";\n"
        << "  " << T << "* out = (" << T << "*)P[" << root_of(s, t.out) << "];\n";
     const std::string update = t.c_in >= 0 ? "alpha * s + beta * c[i]" : std::string("alpha * s");
     if (t.c_in >= 0)
-      os << "  const " << T << " beta = " << scalar(t.beta) << ";\n"
+      os << "  const " << T << " beta = " << scalar_arg_code(s, t.beta, t.dtype) << ";\n"
          << "  const " << T << "* c = (const " << T << "*)P[" << root_of(s, t.c_in) << "];\n";
     // One pass that only reads the partials: writing the sum back into part 0's partial
     // would pull those lines from the core that wrote them, for ownership.
@@ -1113,6 +1105,11 @@ bool render_chain(const Schedule& s, const MemPlan& plan, const RowChain& c, int
 
 }  // namespace
 
+bool env_switched_off(const char* name) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == "0";
+}
+
 std::int64_t chain_scratch_bytes(const KernelCode& chain, int nparts) {
   return align64(chain.scratch_bytes) + align64(std::int64_t{nparts} * chain.finals * 8) +
          std::int64_t{nparts} * chain.chain_part_bytes;
@@ -1137,8 +1134,7 @@ Rendered render(const Schedule& s, const MemPlan& plan, int vector_bytes) {
   }
   // Chains read the rows available after their A operand from D, after the symbols.
   // THEA_CPU_CHAINS=0 launches the members separately (comparisons, debugging).
-  const char* chains_env = std::getenv("THEA_CPU_CHAINS");
-  const bool chains = !(chains_env && std::string(chains_env) == "0");
+  const bool chains = !env_switched_off("THEA_CPU_CHAINS");
   for (std::size_t i = 0; chains && i < s.row_chains.size(); ++i)
     render_chain(s, plan, s.row_chains[i], s.num_syms + static_cast<int>(i), out.kernels, body);
   if (!any) return out;

@@ -41,6 +41,10 @@ struct KernelCode {
   int chain_transposed = -1;
 };
 
+// The backend's THEA_CPU_* switches (chains, prefetch, transposed weights): set to 0 in the
+// environment turns the feature off, for comparisons and debugging.
+bool env_switched_off(const char* name);
+
 // Bytes of a chain's scratch for `nparts` parts (layout above, each region 64-byte aligned).
 std::int64_t chain_scratch_bytes(const KernelCode& chain, int nparts);
 

@@ -176,6 +176,7 @@ static inline void tn_chunk(int64_t k, int width, int64_t M, const T* A, int64_t
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
   for (int j = 0; j < N; ++j) acc[j] = V{};
+  if (next_rows > M) next_rows = M;
   if (width == L) {
     int64_t i = 0;
     for (; i < next_rows; ++i) {
@@ -209,7 +210,6 @@ static inline void gemm_tn_smalln(int64_t k0, int64_t k1, int64_t M, const T* A,
                                   const T* next = nullptr, int64_t next_rows = 0) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
-  if (next_rows > M) next_rows = M;
   for (int64_t k = k0; k < k1; k += L) {
     const int width = k + L <= k1 ? L : static_cast<int>(k1 - k);
     V acc[N];
@@ -234,7 +234,6 @@ static inline void gemm_tn_smalln_t(int64_t M, const T* A, int64_t lda, const T*
                                     int64_t next_rows = 0) {
   typedef typename Vec<T>::type V;
   constexpr int L = Vec<T>::lanes;
-  if (next_rows > M) next_rows = M;
   for (int64_t k = 0; k < K; k += L) {
     const int width = k + L <= K ? L : static_cast<int>(K - k);
     V acc[N];

@@ -219,4 +219,10 @@ int storage_owner(const Schedule& s, const MemPlan& plan, int b) {
   return b;
 }
 
+bool storage_shared(const Schedule& s, const MemPlan& plan, int b, int besides) {
+  for (int o = 0; o < static_cast<int>(s.buffers.size()); ++o)
+    if (o != b && o != besides && storage_owner(s, plan, o) == b) return true;
+  return false;
+}
+
 }  // namespace thea::sched

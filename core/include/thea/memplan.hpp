@@ -42,6 +42,9 @@ MemPlan make_memplan(const Schedule& s);
 // The buffer whose storage `b` uses: through views to their bases and aliased (in-place)
 // buffers to their targets.
 int storage_owner(const Schedule& s, const MemPlan& plan, int b);
+// Whether a buffer other than `b` and `besides` uses b's storage (a view of it, or a value
+// written in place into it).
+bool storage_shared(const Schedule& s, const MemPlan& plan, int b, int besides = -1);
 
 // Arena offsets (bytes, 64-byte aligned) for concrete buffer sizes: buffers whose lifetimes
 // do not overlap share memory. Non-arena buffers get -1.
