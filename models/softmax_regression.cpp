@@ -74,6 +74,11 @@ std::vector<Function> compile_all(const std::string& backend,
   return out;
 }
 
+// The model's float32 data without a copy when it already is float32 (datasets are large).
+Tensor as_float32(const Tensor& t) {
+  return t.dtype() == Dtype::Float32 ? t : t.astype(Dtype::Float32);
+}
+
 }  // namespace
 
 ResidentData make_resident_data(const Tensor& train_x, const Tensor& train_y, const Tensor& test_x,
@@ -84,8 +89,7 @@ ResidentData make_resident_data(const Tensor& train_x, const Tensor& train_y, co
     if (!is_float(t.dtype()))
       throw TypeError(std::string("make_resident_data: ") + name + " is " + t.describe() +
                       ", the model needs float32 (float64 is converted)");
-    // shared() copies; convert only when needed (the training set may be large).
-    return shared(t.dtype() == Dtype::Float32 ? t : t.astype(Dtype::Float32), name);
+    return shared(as_float32(t), name);  // shared() copies
   };
   ResidentData d;
   d.train_x = share(train_x, "trX");
@@ -244,11 +248,8 @@ void SoftmaxRegression::set_train_data(const Tensor& x, const Tensor& y_onehot) 
       throw TypeError(std::string("SoftmaxRegression::set_train_data: the new ") + what + " are " +
                       t->describe() + ", the model needs float32 (float64 is converted)");
   }
-  auto f32 = [](const Tensor& t) {
-    return t.dtype() == Dtype::Float32 ? t : t.astype(Dtype::Float32);
-  };
-  data.train_x.set_value(f32(x));  // set_value copies
-  data.train_y.set_value(f32(y_onehot));
+  data.train_x.set_value(as_float32(x));  // set_value copies
+  data.train_y.set_value(as_float32(y_onehot));
 }
 
 Tensor SoftmaxRegression::weights() const { return w.get_value(); }
