@@ -441,7 +441,7 @@ class LoopRenderer {
       if (cached_in_[i] >= 0 && cached_in_[i] <= upto) continue;
       const Expr& e = lk_.exprs[i];
       for (std::size_t ai = 0; ai < e.args.size(); ++ai) {
-        if (e.kind == ExprKind::Scalar && e.op == ScalarOp::Second && ai == 0) continue;
+        if (!e.reads_arg(ai)) continue;
         if (lk_.exprs[e.args[ai]].level == 2) need[e.args[ai]] = true;
       }
     }

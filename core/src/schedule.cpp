@@ -948,10 +948,10 @@ bool assign_levels(LoopKernel& lk) {
     Expr& e = lk.exprs[i];
     int p = 0;
     for (std::size_t ai = 0; ai < e.args.size(); ++ai) {
-      // second(x, y) is y broadcast to x's shape: x sets its level, never when it is known
-      // (renderers print y alone). Otherwise the gradient's constant 1/n would wait for the
-      // cost's pass: a whole extra sweep of each row in the tutorial's softmax gradient.
-      if (e.kind == ExprKind::Scalar && e.op == ScalarOp::Second && ai == 0) continue;
+      // second's x sets its level, never when it is known. Otherwise the gradient's constant
+      // 1/n would wait for the cost's pass: a whole extra sweep of each row in the tutorial's
+      // softmax gradient.
+      if (!e.reads_arg(ai)) continue;
       const Expr& x = lk.exprs[e.args[ai]];
       if (x.level == 1 || x.level == 2) p = std::max(p, x.phase);
     }

@@ -99,6 +99,12 @@ struct Expr {
   // which they are known (0 = before the first pass).
   int phase = 0;
   NodePtr node;  // the graph node whose value this is, when it is one
+
+  // Whether computing this value reads argument `i`: second(x, y) is y broadcast to x's
+  // shape, so x only gives its level and is never read (renderers print y alone).
+  bool reads_arg(std::size_t i) const {
+    return !(kind == ExprKind::Scalar && op == ScalarOp::Second && i == 0);
+  }
 };
 
 struct Store {
