@@ -307,6 +307,39 @@ TEST_CASE("cuda_emu: a weight the cpu training step keeps transposed moves to th
   CHECK(allclose(w.get_value(), wr.get_value(), 1e-4, 1e-5));
 }
 
+TEST_CASE("cuda_emu: values whose lifetimes do not overlap share the instance's arena") {
+  register_emu();
+  // Three cuBLAS products (64 columns: not the skinny kernel), each followed by a map: six
+  // stored temporaries, each read only by the next step.
+  Variable x = fmatrix("x");
+  Variable a = shared(Tensor::random_normal({64, 64}, 0, 0.2, 1), "a");
+  Variable b = shared(Tensor::random_normal({64, 64}, 0, 0.2, 2), "b");
+  Variable c = shared(Tensor::random_normal({64, 64}, 0, 0.2, 3), "c");
+  Variable h = tanh(dot(tanh(dot(tanh(dot(x, a)), b)), c));
+  Variable out = sum(h, {1});
+  Function ref = function({x}, {out}, {}, on("reference"));
+  cuda::CudaProgram prog(cuda::emu_runtime(), ref.graph(), cuda::lower(ref.graph()));
+  const Tensor xs = random_uniform({40, 64}, -1.0, 1.0, 9);
+  const Tensor want = ref({xs})[0];
+  for (int call = 0; call < 3; ++call) {  // eager, capture, replay
+    CAPTURE(call);
+    const std::vector<Tensor> got = prog.run({xs});
+    CHECK(allclose(got[0], want, 1e-5, 1e-5));
+  }
+  const cuda::ProgramStats& st = prog.stats();
+  INFO(prog.describe());
+  CHECK(st.instances == 1);
+  // One buffer per value: x, 3 products, 2 maps (the last tanh is fused into the row sums),
+  // the sums. A step's input and output are live together, so the arena holds two 10 KiB
+  // values at a time, plus the small output.
+  CHECK(st.unshared_bytes >= 6 * 40 * 64 * 4);
+  CHECK(st.arena_bytes <= 2 * 40 * 64 * 4 + 256);
+  // Another shape is another instance with its own arena.
+  const Tensor xs2 = random_uniform({7, 64}, -1.0, 1.0, 10);
+  CHECK(allclose(prog.run({xs2})[0], ref({xs2})[0], 1e-5, 1e-5));
+  CHECK(st.instances == 2);
+}
+
 TEST_CASE("cuda_emu: random graphs agree with the reference") {
   register_emu();
   // Few graphs in CI (the emulator compiles with the host compiler); scripts/gpu-check

@@ -15,6 +15,7 @@
 
 #include "cuda/codegen.hpp"
 #include "thea/error.hpp"
+#include "thea/memplan.hpp"
 #include "thea/op.hpp"
 #include "thea/ops/ops.hpp"
 #include "thea/ops/slice.hpp"
@@ -145,14 +146,24 @@ struct KeyHash {
   }
 };
 
+// Offsets in an instance's arena keep cudaMalloc's alignment, which cuBLAS and vector loads
+// expect of every buffer.
+constexpr std::int64_t kDeviceAlign = 256;
+
 struct Instance {
-  std::map<int, DeviceBuffer> buffers;          // value -> its own device storage
+  // Inputs, kernel outputs (unless written in place) and copies, in one allocation laid out
+  // by the shared memory plan's arena layout: values whose lifetimes do not overlap share
+  // bytes. offset: per value, its byte offset in the arena, or -1.
+  DeviceBuffer arena;
+  std::vector<std::int64_t> offset;
   std::map<std::size_t, DeviceBuffer> scratch;  // step -> block partials + counter (row totals)
   std::vector<StepRt> steps;
   std::vector<void*> mirror_ptrs;  // shared buffers the parameters point into
   std::unique_ptr<Graph> graph;
   bool capturable = true;
   std::size_t calls = 0;
+  std::int64_t arena_bytes = 0;     // the arena's size
+  std::int64_t unshared_bytes = 0;  // what one buffer per value would take
 };
 
 }  // namespace
@@ -210,6 +221,7 @@ struct CudaProgram::Impl {
   void evaluate_host_and_shapes(const std::vector<Tensor>& inputs);
   void resolve_views();
   std::vector<std::int64_t> signature() const;
+  std::vector<sched::ArenaItem> device_lifetimes() const;
   std::unique_ptr<Instance> build_instance();
   char* pointer(const Instance& inst, int v) const;
   char* root_pointer(const Instance& inst, int root) const;
@@ -491,9 +503,8 @@ char* CudaProgram::Impl::root_pointer(const Instance& inst, int root) const {
       if (st.out == root && st.target >= 0)
         return static_cast<char*>(mirrors[static_cast<std::size_t>(st.target)]->data());
   }
-  auto it = inst.buffers.find(root);
-  if (it == inst.buffers.end()) return nullptr;
-  return static_cast<char*>(it->second.get());
+  const std::int64_t at = inst.offset[static_cast<std::size_t>(root)];
+  return at < 0 ? nullptr : static_cast<char*>(inst.arena.get()) + at;
 }
 
 char* CudaProgram::Impl::pointer(const Instance& inst, int v) const {
@@ -504,22 +515,68 @@ char* CudaProgram::Impl::pointer(const Instance& inst, int v) const {
   return base + vw.offset * static_cast<std::int64_t>(dtype_size(dtype(v)));
 }
 
-std::unique_ptr<Instance> CudaProgram::Impl::build_instance() {
-  auto inst = std::make_unique<Instance>();
-  // Storage for inputs, kernel outputs (unless written in place) and copies.
-  std::set<int> inplace_outs;
+std::vector<sched::ArenaItem> CudaProgram::Impl::device_lifetimes() const {
+  const std::size_t nv = plan.values.size();
+  const int nsteps = static_cast<int>(plan.steps.size());
+  std::vector<sched::ArenaItem> items(nv);
+  std::set<int> inplace_outs;  // live in their shared variable's buffer
   for (const Step& st : plan.steps)
     if (st.target >= 0 && st.kind != StepKind::UpdateCopy) inplace_outs.insert(st.out);
-  for (std::size_t i = 0; i < plan.values.size(); ++i) {
+  for (std::size_t i = 0; i < nv; ++i) {
     const Value& v = plan.values[i];
-    bool own = v.place == Place::Input ||
-               (v.place == Place::Buffer && !inplace_outs.count(static_cast<int>(i))) ||
-               (v.place == Place::Contig && contig_copies[i]);
-    if (own)
-      inst->buffers.emplace(
-          static_cast<int>(i),
-          DeviceBuffer(&rt.allocator(), std::max<std::size_t>(nbytes(static_cast<int>(i)), 1)));
+    const bool own = v.place == Place::Input ||
+                     (v.place == Place::Buffer && !inplace_outs.count(static_cast<int>(i))) ||
+                     (v.place == Place::Contig && contig_copies[i]);
+    if (!own) continue;
+    items[i].nbytes = static_cast<std::int64_t>(nbytes(static_cast<int>(i)));
+    items[i].first = nsteps;  // widened below by every use
+    items[i].last = -1;
   }
+  // A use of any value extends the lifetime of the storage it lives in (views included).
+  auto use = [&](int v, int step) {
+    if (v < 0) return;
+    const int root = views[static_cast<std::size_t>(v)].root;
+    if (root < 0 || items[static_cast<std::size_t>(root)].nbytes < 0) return;
+    sched::ArenaItem& it = items[static_cast<std::size_t>(root)];
+    it.first = std::min(it.first, step);
+    it.last = std::max(it.last, step);
+  };
+  for (int k = 0; k < nsteps; ++k) {
+    const Step& st = plan.steps[static_cast<std::size_t>(k)];
+    for (int v : {st.out, st.target, st.gemm_a, st.gemm_b, st.gemm_c, st.alpha_value, st.beta_value,
+                  st.space, st.prologue, st.total})
+      use(v, k);
+    for (const Operand& o : st.operands) use(o.value, k);
+    for (const ParamWord& w : st.params) use(w.value, k);
+  }
+  for (int v : plan.inputs) use(v, -1);       // uploaded before the first step
+  for (int v : plan.outputs) use(v, nsteps);  // downloaded after the last
+  for (std::size_t i = 0; i < nv; ++i) {
+    // Pointers read from the argument block (per-call offsets): live for the whole call.
+    if (plan.values[i].dynamic) {
+      use(static_cast<int>(i), -1);
+      use(static_cast<int>(i), nsteps);
+    }
+  }
+  for (sched::ArenaItem& it : items)
+    if (it.nbytes >= 0 && it.first > it.last) {  // never used by a step: keep it apart
+      it.first = -1;
+      it.last = nsteps;
+    }
+  return items;
+}
+
+std::unique_ptr<Instance> CudaProgram::Impl::build_instance() {
+  auto inst = std::make_unique<Instance>();
+  const std::vector<sched::ArenaItem> items = device_lifetimes();
+  const sched::ArenaLayout layout = sched::layout_lifetimes(items, kDeviceAlign);
+  inst->offset = layout.offset;
+  if (layout.size > 0)
+    inst->arena = DeviceBuffer(&rt.allocator(), static_cast<std::size_t>(layout.size));
+  inst->arena_bytes = layout.size;
+  for (const sched::ArenaItem& it : items)
+    if (it.nbytes >= 0)
+      inst->unshared_bytes += (it.nbytes + kDeviceAlign - 1) / kDeviceAlign * kDeviceAlign;
   for (std::size_t i = 0; i < plan.values.size(); ++i)
     if (mirrors[i]) inst->mirror_ptrs.push_back(mirrors[i]->data());
   inst->steps.resize(plan.steps.size());
@@ -1067,6 +1124,8 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     if (it != m.instances.end() && mirror_ptrs != it->second->mirror_ptrs) {
       // A shared variable's device buffer was replaced since the instance was built.
       rt.synchronize(m.stream);
+      stats_.arena_bytes -= it->second->arena_bytes;
+      stats_.unshared_bytes -= it->second->unshared_bytes;
       m.instances.erase(it);
       it = m.instances.end();
       m.memo.clear();
@@ -1074,6 +1133,8 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     if (it == m.instances.end()) {
       it = m.instances.emplace(sig, m.build_instance()).first;
       stats_.instances++;
+      stats_.arena_bytes += it->second->arena_bytes;
+      stats_.unshared_bytes += it->second->unshared_bytes;
     }
     instp = it->second.get();
     m.fill_args(*instp);
@@ -1112,7 +1173,7 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     if (v < 0 || m.val(v).place != Place::Input) continue;
     Tensor t = inputs[k].contiguous();
     std::size_t n = m.nbytes(v);
-    if (n) rt.memcpy_h2d(inst.buffers.at(v).get(), t.raw_data(), n, m.stream);
+    if (n) rt.memcpy_h2d(m.root_pointer(inst, v), t.raw_data(), n, m.stream);
   }
 
   const auto t_uploaded = prof_now(m.profile);

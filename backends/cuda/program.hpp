@@ -44,6 +44,10 @@ struct ProgramStats {
   std::size_t graph_launches = 0;  // calls replayed as one graph
   std::size_t eager_calls = 0;
   double compile_seconds = 0;  // NVRTC (or cache load) for this program
+  // Device memory of the instances held: their arenas, and what one buffer per
+  // value would have taken (the arena reuses a dead value's bytes).
+  std::int64_t arena_bytes = 0;
+  std::int64_t unshared_bytes = 0;
   bool from_cache = false;
 };
 

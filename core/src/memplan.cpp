@@ -146,18 +146,19 @@ MemPlan make_memplan(const Schedule& s) {
   return plan;
 }
 
-ArenaLayout layout_arena(const MemPlan& plan, const std::vector<std::int64_t>& nbytes) {
+ArenaLayout layout_lifetimes(const std::vector<ArenaItem>& items, std::int64_t align) {
   ArenaLayout out;
-  const int nb = static_cast<int>(plan.buffers.size());
-  out.offset.assign(nb, -1);
+  const int n = static_cast<int>(items.size());
+  out.offset.assign(static_cast<std::size_t>(n), -1);
   std::vector<int> order;
-  for (int b = 0; b < nb; ++b)
-    if (plan.buffers[b].placement == Placement::Arena) order.push_back(b);
+  for (int i = 0; i < n; ++i)
+    if (items[static_cast<std::size_t>(i)].nbytes >= 0) order.push_back(i);
   // Largest first within the same start: fewer holes.
   std::sort(order.begin(), order.end(), [&](int a, int b) {
-    if (plan.buffers[a].first != plan.buffers[b].first)
-      return plan.buffers[a].first < plan.buffers[b].first;
-    if (nbytes[a] != nbytes[b]) return nbytes[a] > nbytes[b];
+    const ArenaItem& x = items[static_cast<std::size_t>(a)];
+    const ArenaItem& y = items[static_cast<std::size_t>(b)];
+    if (x.first != y.first) return x.first < y.first;
+    if (x.nbytes != y.nbytes) return x.nbytes > y.nbytes;
     return a < b;
   });
   struct Block {
@@ -165,14 +166,14 @@ ArenaLayout layout_arena(const MemPlan& plan, const std::vector<std::int64_t>& n
     int last;
   };
   std::vector<Block> placed;
-  for (int b : order) {
-    const BufferPlan& p = plan.buffers[b];
-    const std::int64_t size = (std::max<std::int64_t>(nbytes[b], 1) + 63) / 64 * 64;
-    // Blocks still alive when b is written (inclusive: a kernel's inputs and outputs never
-    // share memory).
+  for (int i : order) {
+    const ArenaItem& it = items[static_cast<std::size_t>(i)];
+    const std::int64_t size = (std::max<std::int64_t>(it.nbytes, 1) + align - 1) / align * align;
+    // Blocks still alive when this one is written (inclusive: a kernel's inputs and outputs
+    // never share memory).
     std::vector<Block> live;
     for (const Block& blk : placed)
-      if (blk.last >= p.first) live.push_back(blk);
+      if (blk.last >= it.first) live.push_back(blk);
     std::sort(live.begin(), live.end(),
               [](const Block& a, const Block& b) { return a.begin < b.begin; });
     std::int64_t at = 0;
@@ -180,11 +181,19 @@ ArenaLayout layout_arena(const MemPlan& plan, const std::vector<std::int64_t>& n
       if (blk.begin - at >= size) break;
       at = std::max(at, blk.end);
     }
-    out.offset[b] = at;
-    placed.push_back({at, at + size, std::max(p.last, p.first)});
+    out.offset[static_cast<std::size_t>(i)] = at;
+    placed.push_back({at, at + size, std::max(it.last, it.first)});
     out.size = std::max(out.size, at + size);
   }
   return out;
+}
+
+ArenaLayout layout_arena(const MemPlan& plan, const std::vector<std::int64_t>& nbytes) {
+  std::vector<ArenaItem> items(plan.buffers.size());
+  for (std::size_t b = 0; b < plan.buffers.size(); ++b)
+    if (plan.buffers[b].placement == Placement::Arena)
+      items[b] = {plan.buffers[b].first, plan.buffers[b].last, nbytes[b]};
+  return layout_lifetimes(items, 64);
 }
 
 std::string MemPlan::describe(const Schedule& s) const {

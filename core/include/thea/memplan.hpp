@@ -54,4 +54,14 @@ struct ArenaLayout {
 };
 ArenaLayout layout_arena(const MemPlan& plan, const std::vector<std::int64_t>& nbytes);
 
+// The same layout for any list of lifetimes (the cuda backend's device buffers): an item is
+// written by step `first` (-1: before the first step) and last used by step `last`; items
+// whose lifetimes overlap, ends included, never share bytes. nbytes < 0: not in the arena.
+struct ArenaItem {
+  int first = -1;
+  int last = -1;
+  std::int64_t nbytes = -1;
+};
+ArenaLayout layout_lifetimes(const std::vector<ArenaItem>& items, std::int64_t align);
+
 }  // namespace thea::sched
