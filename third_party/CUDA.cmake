@@ -74,8 +74,7 @@ if(THEA_CUDA)
   target_compile_definitions(thea PRIVATE
     THEA_CUDA_MAJOR=${CUDAToolkit_VERSION_MAJOR}
     THEA_CUDNN_MAJOR=${THEA_CUDNN_MAJOR}
-    THEA_CUDA_TOOLKIT_LIB_DIR="${CUDAToolkit_LIBRARY_DIR}"
-    THEA_HOST_CXX="${CMAKE_CXX_COMPILER}")
+    THEA_CUDA_TOOLKIT_LIB_DIR="${CUDAToolkit_LIBRARY_DIR}")
   # Tests of the backend's internals include "cuda/<file>.hpp"; they need the toolkit headers too.
   target_include_directories(thea PUBLIC $<BUILD_INTERFACE:${THEA_CUDA_SOURCE_DIR}>)
   target_include_directories(thea SYSTEM PUBLIC $<BUILD_INTERFACE:${CUDAToolkit_INCLUDE_DIRS}>)

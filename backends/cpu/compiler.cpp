@@ -7,7 +7,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -16,9 +15,9 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <random>
 #include <sstream>
 
+#include "disk_cache.hpp"
 #include "thea/error.hpp"
 
 extern char** environ;
@@ -27,17 +26,6 @@ namespace thea::cpu {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr char kMagic[8] = {'T', 'H', 'E', 'A', 'C', 'P', 'U', '1'};
-
-// Appended after the ELF image (the loader ignores trailing bytes): the entry's key, then this.
-struct Footer {
-  char magic[8];
-  std::uint64_t key_size;
-  std::uint64_t payload_size;
-  std::uint64_t payload_checksum;
-  std::uint64_t key_checksum;
-};
 
 std::string env_or_empty(const char* name) {
   const char* v = std::getenv(name);
@@ -110,7 +98,7 @@ std::string cpu_identity() {
     if (!model.empty() && !flags.empty()) break;
   }
   // The flags line is long; its digest identifies the ISA as well as the full text.
-  return model + " | isa " + digest128(flags);
+  return model + " | isa " + disk_cache::digest128(flags);
 }
 
 int widest_vector_bytes() {
@@ -120,53 +108,6 @@ int widest_vector_bytes() {
   if (__builtin_cpu_supports("avx2")) return 32;
 #endif
   return 16;
-}
-
-bool write_all(int fd, const void* data, std::size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_file(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return static_cast<bool>(in) || in.eof();
-}
-
-std::string unique_suffix() {
-  static std::atomic<unsigned> counter{0};
-  std::ostringstream s;
-  s << ".tmp." << ::getpid() << "." << counter.fetch_add(1) << "." << std::random_device{}();
-  return s.str();
-}
-
-// Appends the footer to the freshly compiled object at `path`.
-bool seal_entry(const std::string& path, const std::string& key) {
-  std::string payload;
-  if (!read_file(path, payload)) return false;
-  int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-  if (fd < 0) return false;
-  Footer f{};
-  std::memcpy(f.magic, kMagic, sizeof kMagic);
-  f.key_size = key.size();
-  f.payload_size = payload.size();
-  f.payload_checksum = checksum64(payload.data(), payload.size());
-  f.key_checksum = checksum64(key.data(), key.size());
-  bool ok = write_all(fd, key.data(), key.size()) && write_all(fd, &f, sizeof f);
-  ok = (::fsync(fd) == 0) && ok;  // the rename that follows must publish complete data
-  return (::close(fd) == 0) && ok;
 }
 
 void finish_probe(CompilerInfo& cc) {
@@ -194,30 +135,6 @@ void finish_probe(CompilerInfo& cc) {
 }
 
 }  // namespace
-
-std::uint64_t checksum64(const void* data, std::size_t n, std::uint64_t seed) {
-  // FNV-1a over bytes, then a murmur3 finalizer to spread the bits.
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
-  for (std::size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ULL;
-  }
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ULL;
-  h ^= h >> 33;
-  return h;
-}
-
-std::string digest128(const std::string& data) {
-  char buf[33];
-  std::snprintf(buf, sizeof buf, "%016llx%016llx",
-                static_cast<unsigned long long>(checksum64(data.data(), data.size(), 1)),
-                static_cast<unsigned long long>(checksum64(data.data(), data.size(), 2)));
-  return buf;
-}
 
 // The compiler's file identity (resolved path, size, mtime): it changes whenever the
 // compiler is upgraded, so `--version` (a process spawn, ~5 ms) runs once per compiler and
@@ -248,15 +165,13 @@ CompilerInfo probe_compiler(const std::string& path) {
   CompilerInfo cc;
   cc.path = path;
   const std::string identity = compiler_identity(path);
-  const std::string cache_env = env_or_empty("THEA_CACHE_DIR");
-  const bool no_cache = cache_env == "off" || cache_env == "0";
   const std::string memo =
-      identity.empty() || no_cache
+      identity.empty() || disk_cache::disabled_by_env()
           ? std::string()
-          : KernelCache::default_dir() + "/compiler-" + digest128(identity) + ".txt";
+          : KernelCache::default_dir() + "/compiler-" + disk_cache::digest128(identity) + ".txt";
   if (!memo.empty()) {
     std::string text;
-    if (read_file(memo, text) && text.rfind(identity + "\n", 0) == 0) {
+    if (disk_cache::read_file(memo, text) && text.rfind(identity + "\n", 0) == 0) {
       cc.version = first_line(text.substr(identity.size() + 1));
       if (!cc.version.empty()) {
         finish_probe(cc);
@@ -276,7 +191,7 @@ CompilerInfo probe_compiler(const std::string& path) {
     // Best effort, published atomically like cache entries.
     std::error_code ec;
     fs::create_directories(fs::path(memo).parent_path(), ec);
-    std::string tmp = memo + unique_suffix();
+    std::string tmp = memo + disk_cache::unique_suffix();
     {
       std::ofstream out(tmp, std::ios::binary);
       out << identity << "\n" << cc.version << "\n";
@@ -346,22 +261,13 @@ void run_compiler(const CompilerInfo& cc, const std::string& source_path,
 }
 
 std::string KernelCache::default_dir() {
-  std::string base = env_or_empty("THEA_CACHE_DIR");
-  if (base.empty()) {
-    std::string xdg = env_or_empty("XDG_CACHE_HOME");
-    if (!xdg.empty()) {
-      base = xdg + "/thea";
-    } else {
-      std::string home = env_or_empty("HOME");
-      base = (home.empty() ? std::string("/tmp") : home + "/.cache") + "/thea";
-    }
-  }
-  return base + "/cpu";
+  // Empty with THEA_CACHE_DIR=off: the constructor then builds in a private folder.
+  const std::string root = disk_cache::root_dir();
+  return root.empty() ? root : root + "/cpu";
 }
 
 KernelCache::KernelCache(std::string dir) {
-  std::string env = env_or_empty("THEA_CACHE_DIR");
-  if (dir.empty() && (env == "off" || env == "0")) {
+  if (dir.empty() && disk_cache::disabled_by_env()) {
     enabled_ = false;
     dir_ = (fs::temp_directory_path() / ("thea-nocache-" + std::to_string(::getpid()))).string();
   } else {
@@ -382,25 +288,16 @@ std::string KernelCache::key_for(const std::string& source, const CompilerInfo& 
                     "\ncpu: " + cc.cpu + "\nflags:";
   for (const auto& f : cc.flags) key += " " + f;
   for (const auto& f : cc.libs) key += " " + f;
-  key += "\nsource-digest: " + digest128(source) + "\n";
+  key += "\nsource-digest: " + disk_cache::digest128(source) + "\n";
   return key;
 }
 
 std::string KernelCache::path_for(const std::string& key) const {
-  return dir_ + "/" + digest128(key) + ".so";
+  return dir_ + "/" + disk_cache::digest128(key) + ".so";
 }
 
 bool KernelCache::valid_entry(const std::string& path, const std::string& key) {
-  std::string data;
-  if (!read_file(path, data)) return false;
-  if (data.size() < sizeof(Footer)) return false;
-  Footer f{};
-  std::memcpy(&f, data.data() + data.size() - sizeof f, sizeof f);
-  if (std::memcmp(f.magic, kMagic, sizeof kMagic) != 0) return false;
-  if (f.key_size != key.size() || f.payload_size + f.key_size + sizeof f != data.size())
-    return false;
-  if (data.compare(f.payload_size, f.key_size, key) != 0) return false;
-  return checksum64(data.data(), f.payload_size) == f.payload_checksum;
+  return disk_cache::valid(path, key);
 }
 
 BuildResult KernelCache::load_or_build(const std::string& source, const CompilerInfo& cc) const {
@@ -421,7 +318,7 @@ BuildResult KernelCache::load_or_build(const std::string& source, const Compiler
   }
   if (!cc.unavailable.empty()) throw CompileError(cc.unavailable);
   std::string stem = path.substr(0, path.size() - 3);
-  std::string suffix = unique_suffix();
+  std::string suffix = disk_cache::unique_suffix();
   std::string src_tmp = stem + suffix + ".cpp";
   std::string obj_tmp = stem + suffix + ".so";
   {
@@ -435,7 +332,7 @@ BuildResult KernelCache::load_or_build(const std::string& source, const Compiler
     ::unlink(obj_tmp.c_str());
     throw;  // the source stays for inspection
   }
-  if (!seal_entry(obj_tmp, key)) {
+  if (!disk_cache::seal(obj_tmp, key)) {
     ::unlink(obj_tmp.c_str());
     ::unlink(src_tmp.c_str());
     throw CompileError("[cpu] cannot write the compiled kernels to " + obj_tmp);

@@ -45,10 +45,6 @@ class SharedLibrary {
   std::string path_;
 };
 
-std::uint64_t checksum64(const void* data, std::size_t n, std::uint64_t seed = 0);
-// 128-bit hex digest (two seeded checksum64) used as cache file names.
-std::string digest128(const std::string& data);
-
 struct BuildResult {
   std::shared_ptr<SharedLibrary> library;
   bool cache_hit = false;

@@ -7,6 +7,7 @@
 
 #include "cuda/kernel_cache.hpp"
 #include "cuda/nvrtc_compiler.hpp"
+#include "disk_cache.hpp"
 #include "thea/error.hpp"
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
@@ -1493,8 +1494,8 @@ void render_kernels(Plan& plan) {
       st.kernel = it->second;
       continue;
     }
-    std::string name =
-        std::string("thea_") + step_kind_name(st.kind) + "_" + key_digest(body).substr(0, 12);
+    std::string name = std::string("thea_") + step_kind_name(st.kind) + "_" +
+                       disk_cache::digest128(body).substr(0, 12);
     by_body[body] = name;
     st.kernel = name;
     src << "// " << step_kind_name(st.kind) << " "

@@ -3,30 +3,20 @@
 // memory; cuBLAS calls are computed with cuBLAS's column-major semantics; stream capture
 // records the work and replays it, as a CUDA graph would. Synchronous and slow, but it
 // runs the backend's real code paths on machines without a GPU (tests, debugging).
-#include <dlfcn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
-#include <random>
 
+#include "cpu/compiler.hpp"
 #include "cuda/codegen.hpp"
 #include "cuda/kernel_cache.hpp"
 #include "cuda/runtime.hpp"
 #include "cuda/simt.hpp"
 #include "thea/error.hpp"
 #include "thea/rewrite.hpp"
-
-#ifndef THEA_HOST_CXX
-#define THEA_HOST_CXX "c++"
-#endif
 
 namespace thea::cuda {
 namespace {
@@ -40,16 +30,17 @@ class HostMemory : public RawMemory {
 
 class EmuModule : public Module {
  public:
-  explicit EmuModule(void* handle) : handle_(handle) {}
-  ~EmuModule() override = default;  // kept loaded: kernels may be replayed by graphs
+  explicit EmuModule(std::shared_ptr<cpu::SharedLibrary> lib) : lib_(std::move(lib)) {}
   void* kernel(const std::string& name) const override {
-    void* f = dlsym(handle_, (name + "__emu").c_str());
-    if (!f) throw BackendError("cuda emulator: kernel " + name + " not found in module");
-    return f;
+    try {
+      return lib_->symbol(name + "__emu");
+    } catch (const CompileError&) {
+      throw BackendError("cuda emulator: kernel " + name + " not found in module");
+    }
   }
 
  private:
-  void* handle_;
+  std::shared_ptr<cpu::SharedLibrary> lib_;
 };
 
 class EmuGraph : public Graph {
@@ -62,13 +53,6 @@ class EmuGraph : public Graph {
  private:
   std::vector<std::function<void()>> ops_;
 };
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // cuBLAS's column-major gemm on host memory: C = alpha op(A) op(B) + beta C.
 template <class T>
@@ -99,18 +83,13 @@ class EmuRuntime : public Runtime {
     info_.max_threads_per_sm = 2048;
     info_.warp_size = 32;
     info_.total_mem = std::size_t{1} << 34;
-    std::string dir = KernelCache::default_dir();
-    if (!dir.empty()) {
-      cache_dir_ = dir + "/emu";
-      std::error_code ec;
-      std::filesystem::create_directories(cache_dir_, ec);
-      if (ec) cache_dir_.clear();
-    }
-    if (cache_dir_.empty()) {
-      cache_dir_ = std::filesystem::temp_directory_path().string() + "/thea-emu-" +
-                   std::to_string(::getpid());
-      std::filesystem::create_directories(cache_dir_);
-    }
+    // The cpu backend's JIT and cache build the emulated kernels, at a low optimisation level
+    // (they run under the emulator's coroutines, compile time dominates).
+    const std::string dir = KernelCache::default_dir();
+    cache_ = std::make_unique<cpu::KernelCache>(dir.empty() ? dir : dir + "/emu");
+    compiler_ = cpu::host_compiler();
+    compiler_.flags = {"-std=c++17", "-O1", "-shared", "-fPIC", "-w"};
+    compiler_.libs.clear();
   }
 
   std::string name() const override { return "cuda-emu"; }
@@ -118,43 +97,17 @@ class EmuRuntime : public Runtime {
   CachingAllocator& allocator() override { return alloc_; }
 
   std::shared_ptr<Module> load_module(const std::string& body, const std::string& what) override {
-    auto t0 = std::chrono::steady_clock::now();
-    const std::string cxx = std::getenv("THEA_CXX") ? std::getenv("THEA_CXX") : THEA_HOST_CXX;
-    const std::string flags = "-std=c++17 -O1 -shared -fPIC -w";
-    const std::string src = emu_source(body);
-    const std::string key = "thea-emu v1\n" + cxx + " " + flags + "\n" + src;
-    const std::string so = cache_dir_ + "/" + key_digest(key) + ".so";
-    bool cached = std::filesystem::exists(so);
-    if (!cached) {
-      std::string tag = std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
-      std::string cpp = so + "." + tag + ".cpp", tmp = so + "." + tag + ".tmp";
-      {
-        std::ofstream f(cpp);
-        f << src;
-      }
-      std::string log = so + "." + tag + ".log";
-      std::string cmd =
-          cxx + " " + flags + " -x c++ '" + cpp + "' -o '" + tmp + "' > '" + log + "' 2>&1";
-      int rc = std::system(cmd.c_str());
-      if (rc != 0) {
-        std::string msg = read_file(log);
-        throw CompileError("cuda emulator: the host compiler failed on " + what + " (" + cmd +
-                           "):\n" + msg.substr(0, 8000) + "\n  source kept at " + cpp);
-      }
-      std::filesystem::remove(log);
-      std::filesystem::remove(cpp);
-      std::filesystem::rename(tmp, so);
+    cpu::BuildResult built;
+    try {
+      built = cache_->load_or_build(emu_source(body), compiler_);
+    } catch (const CompileError& e) {
+      throw CompileError("cuda emulator: the host compiler failed on " + what + ": " + e.what());
     }
-    void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!h) throw BackendError(std::string("cuda emulator: dlopen failed: ") + dlerror());
     using Bind = void (*)(const thea_emu_hooks*);
-    auto bind = reinterpret_cast<Bind>(dlsym(h, "thea_emu_bind"));
-    if (!bind) throw BackendError("cuda emulator: module lacks thea_emu_bind");
-    bind(simt_hooks());
-    auto m = std::make_shared<EmuModule>(h);
-    m->compile_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    m->from_cache = cached;
+    reinterpret_cast<Bind>(built.library->symbol("thea_emu_bind"))(simt_hooks());
+    auto m = std::make_shared<EmuModule>(built.library);
+    m->compile_seconds = built.seconds;
+    m->from_cache = built.cache_hit;
     return m;
   }
 
@@ -265,7 +218,8 @@ class EmuRuntime : public Runtime {
 
   DeviceInfo info_;
   CachingAllocator alloc_;
-  std::string cache_dir_;
+  std::unique_ptr<cpu::KernelCache> cache_;
+  cpu::CompilerInfo compiler_;
   std::mutex mutex_;
   std::map<Stream, std::vector<std::function<void()>>> capturing_;
   std::uintptr_t next_token_ = 0x1000;

@@ -1,8 +1,7 @@
 // On-disk cache of compiled kernels (cubin/PTX), keyed by the full compile key (source,
-// options, NVRTC version, target arch). Lock-free between processes: entries are written
-// to a private temporary file and renamed into place, so readers never see a torn file.
-// Each entry stores its whole key and a checksum of the payload, so a hash collision or a
-// corrupt/truncated file reads as a miss (and is rewritten), never as a wrong kernel.
+// options, NVRTC version, target arch). Entries are disk_cache.hpp's (atomic rename, the
+// whole key and a checksum stored), so a hash collision or a corrupt/truncated file reads
+// as a miss (and is rewritten), never as a wrong kernel.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +9,6 @@
 #include <string>
 
 namespace thea::cuda {
-
-// 128-bit hex digest of `data` used as the entry's file name.
-std::string key_digest(const std::string& data);
-std::uint64_t checksum64(const void* data, std::size_t n, std::uint64_t seed = 0);
 
 class KernelCache {
  public:

@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "cuda/cuda_libs.hpp"
+#include "disk_cache.hpp"
 #include "thea/error.hpp"
 #include "thea/rewrite.hpp"
 
@@ -113,7 +114,7 @@ CompiledCode compile_cuda(const std::string& source, const CompileTarget& target
   if (res != NVRTC_SUCCESS) {
     std::string where;
     if (cache && cache->enabled()) {
-      std::string path = cache->dir() + "/failed-" + key_digest(key) + ".cu";
+      std::string path = cache->dir() + "/failed-" + disk_cache::digest128(key) + ".cu";
       std::ofstream f(path);
       if (f << source) where = "\n  source written to " + path;
     }
