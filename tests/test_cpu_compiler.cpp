@@ -14,6 +14,7 @@
 #include "../backends/cpu/compiler.hpp"
 #include "../backends/cpu/preamble.hpp"
 #include "../backends/cpu/thread_pool.hpp"
+#include "../backends/disk_cache.hpp"
 #include "thea/error.hpp"
 
 namespace fs = std::filesystem;
@@ -96,6 +97,31 @@ TEST_CASE("kernel cache: miss compiles, hit loads, key covers source") {
   CompilerInfo cc2 = cc;
   cc2.flags.push_back("-DTHEA_TEST_FLAG=1");
   CHECK(KernelCache::key_for(kernel_source(1), cc2) != KernelCache::key_for(kernel_source(1), cc));
+}
+
+TEST_CASE("kernel cache: THEA_CACHE_DIR=off builds, loads and leaves no file behind") {
+  setenv("THEA_CACHE_DIR", "off", 1);
+  KernelCache cache;
+  unsetenv("THEA_CACHE_DIR");
+  CHECK_FALSE(cache.enabled());
+  const CompilerInfo& cc = host_compiler();
+  const std::string src = kernel_source(5);
+  const std::string prefix = "thea-" + disk_cache::digest128(KernelCache::key_for(src, cc));
+  auto leftovers = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(fs::temp_directory_path()))
+      n += e.path().filename().string().rfind(prefix, 0) == 0;
+    return n;
+  };
+  for (int i = 0; i < 2; ++i) {  // never a hit: every build compiles
+    BuildResult built = cache.load_or_build(src, cc);
+    CHECK_FALSE(built.cache_hit);
+    check_kernel(built, 5);  // still loaded after its files are gone
+    CHECK(leftovers() == 0);
+  }
+  // No private build folder either (one was left per process before).
+  CHECK_FALSE(
+      fs::exists(fs::temp_directory_path() / ("thea-nocache-" + std::to_string(::getpid()))));
 }
 
 TEST_CASE("kernel cache: a corrupt or truncated entry is detected and rebuilt") {

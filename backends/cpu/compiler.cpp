@@ -267,19 +267,20 @@ std::string KernelCache::default_dir() {
 }
 
 KernelCache::KernelCache(std::string dir) {
+  // Uncached (THEA_CACHE_DIR=off, or a cache folder that cannot be made): builds go to the
+  // system's temporary folder under unique names and are removed once loaded.
+  const std::string uncached = fs::temp_directory_path().string();
   if (dir.empty() && disk_cache::disabled_by_env()) {
     enabled_ = false;
-    dir_ = (fs::temp_directory_path() / ("thea-nocache-" + std::to_string(::getpid()))).string();
-  } else {
-    dir_ = dir.empty() ? default_dir() : std::move(dir);
+    dir_ = uncached;
+    return;
   }
+  dir_ = dir.empty() ? default_dir() : std::move(dir);
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) {
-    // An unwritable cache only costs compile time: build in a private temporary folder.
     enabled_ = false;
-    dir_ = (fs::temp_directory_path() / ("thea-nocache-" + std::to_string(::getpid()))).string();
-    fs::create_directories(dir_, ec);
+    dir_ = uncached;
   }
 }
 
@@ -317,7 +318,8 @@ BuildResult KernelCache::load_or_build(const std::string& source, const Compiler
     }
   }
   if (!cc.unavailable.empty()) throw CompileError(cc.unavailable);
-  std::string stem = path.substr(0, path.size() - 3);
+  const std::string stem =
+      enabled_ ? path.substr(0, path.size() - 3) : dir_ + "/thea-" + disk_cache::digest128(key);
   std::string suffix = disk_cache::unique_suffix();
   std::string src_tmp = stem + suffix + ".cpp";
   std::string obj_tmp = stem + suffix + ".so";
@@ -331,6 +333,19 @@ BuildResult KernelCache::load_or_build(const std::string& source, const Compiler
   } catch (...) {
     ::unlink(obj_tmp.c_str());
     throw;  // the source stays for inspection
+  }
+  if (!enabled_) {
+    // The loaded mapping stays valid after the files are removed.
+    struct Remove {
+      const std::string &a, &b;
+      ~Remove() {
+        ::unlink(a.c_str());
+        ::unlink(b.c_str());
+      }
+    } remove{obj_tmp, src_tmp};
+    result.library = std::make_shared<SharedLibrary>(obj_tmp);
+    result.seconds = seconds_since(t0);
+    return result;
   }
   if (!disk_cache::seal(obj_tmp, key)) {
     ::unlink(obj_tmp.c_str());
@@ -348,11 +363,6 @@ BuildResult KernelCache::load_or_build(const std::string& source, const Compiler
   result.library = std::make_shared<SharedLibrary>(path);
   result.path = path;
   result.source_path = src_final;
-  if (!enabled_) {
-    // Uncached: the loaded mapping stays valid after the files are removed.
-    ::unlink(path.c_str());
-    ::unlink(src_final.c_str());
-  }
   result.seconds = seconds_since(t0);
   return result;
 }

@@ -55,8 +55,8 @@ struct BuildResult {
 
 class KernelCache {
  public:
-  // `dir` empty: default_dir(). THEA_CACHE_DIR=off disables caching (builds go to a
-  // private temporary directory and are removed after loading).
+  // `dir` empty: default_dir(). THEA_CACHE_DIR=off disables caching: builds go to the
+  // system's temporary folder under unique names and are removed once loaded.
   explicit KernelCache(std::string dir = {});
   // $THEA_CACHE_DIR, else $XDG_CACHE_HOME/thea, else $HOME/.cache/thea; with a cpu/ subfolder.
   static std::string default_dir();
