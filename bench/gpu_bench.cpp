@@ -258,6 +258,12 @@ int main(int argc, char** argv) {
       measure_breakdown("cublas_cost_read", cb);
     }
     {
+      // One graph per shape: the argument block (the minibatch's slice pointers) is uploaded
+      // before every replay, as before call keys had graphs of their own.
+      setenv("THEA_CUDA_CALL_GRAPHS", "0", 1);
+      Model cg = build(backend, data, true, 42);
+      add_variant("shape_graphs (CALL_GRAPHS=0)", cg);
+      unsetenv("THEA_CUDA_CALL_GRAPHS");
       setenv("THEA_CUDA_GRAPHS", "0", 1);
       Model ng = build(backend, data, true, 42);
       add_variant("no_cuda_graphs", ng);

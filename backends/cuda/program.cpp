@@ -136,7 +136,16 @@ struct CallState {
   std::vector<std::int64_t> args;
   std::vector<void*> mirror_ptrs;
   struct Instance* inst = nullptr;
+  // A key called again replays a graph of its own, captured against its own argument block
+  // on the device: nothing is uploaded per call. (The tutorial's minibatch index changes the
+  // block every call, but each index's block is always the same.)
+  DeviceBuffer args_dev;
+  std::unique_ptr<Graph> graph;
 };
+
+// Graphs held for call keys per program: each costs an instantiation once and some driver
+// memory; keys beyond this replay the instance's graph after an argument upload.
+constexpr std::size_t kMaxCallGraphs = 1024;
 
 struct KeyHash {
   std::size_t operator()(const std::vector<std::int64_t>& k) const {
@@ -186,6 +195,8 @@ struct CudaProgram::Impl {
   std::map<std::vector<std::int64_t>, std::unique_ptr<Instance>> instances;
   std::unordered_map<std::vector<std::int64_t>, CallState, KeyHash> memo;
   bool memo_enabled = true;
+  std::size_t call_graphs = 0;  // memo entries holding a graph
+  bool call_graphs_enabled = true;
   std::vector<NodePtr> keep_alive;  // shared nodes whose mirrors instances point into
   bool graphs = true;
   bool has_host_steps = false;
@@ -228,7 +239,9 @@ struct CudaProgram::Impl {
   void fill_params(Instance& inst, std::size_t k);
   void fill_args(const Instance& inst);
   void prepare_mirrors();
-  void enqueue(Instance& inst);
+  void enqueue(Instance& inst, const std::int64_t* args);
+  void capture_call_graph(Instance& inst, CallState& cs);
+  void clear_memo();
   void run_host_op(Instance& inst, const Step& st);
 };
 
@@ -920,8 +933,7 @@ void CudaProgram::Impl::run_host_op(Instance& inst, const Step& st) {
   if (bytes) rt.memcpy_h2d(pointer(inst, st.out), c.raw_data(), bytes, stream);
 }
 
-void CudaProgram::Impl::enqueue(Instance& inst) {
-  const std::int64_t* args = static_cast<const std::int64_t*>(args_dev.get());
+void CudaProgram::Impl::enqueue(Instance& inst, const std::int64_t* args) {
   for (std::size_t k = 0; k < plan.steps.size(); ++k) {
     const Step& st = plan.steps[k];
     StepRt& sr = inst.steps[k];
@@ -990,6 +1002,36 @@ void CudaProgram::Impl::enqueue(Instance& inst) {
   }
 }
 
+void CudaProgram::Impl::capture_call_graph(Instance& inst, CallState& cs) {
+  const std::size_t bytes = cs.args.size() * 8;
+  DeviceBuffer args(&rt.allocator(), std::max<std::size_t>(bytes, 8));
+  if (bytes) rt.memcpy_h2d(args.get(), cs.args.data(), bytes, stream);
+  std::unique_ptr<Graph> g;
+  try {
+    rt.begin_capture(stream);
+    try {
+      enqueue(inst, static_cast<const std::int64_t*>(args.get()));
+    } catch (...) {
+      rt.end_capture(stream);
+      throw;
+    }
+    g = rt.end_capture(stream);
+  } catch (const BackendError&) {
+    g.reset();  // the instance's graph path still serves this key
+  }
+  if (!g) return;
+  cs.args_dev = std::move(args);
+  cs.graph = std::move(g);
+  ++call_graphs;
+}
+
+void CudaProgram::Impl::clear_memo() {
+  // Call graphs read their argument blocks when they run: none may still be in flight.
+  if (call_graphs) rt.synchronize(stream);
+  memo.clear();
+  call_graphs = 0;
+}
+
 // ---------------------------------------------------------------------------------------
 // CudaProgram
 // ---------------------------------------------------------------------------------------
@@ -999,6 +1041,7 @@ CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
   Impl& m = *impl_;
   (void)fg;
   m.graphs = !env_off("THEA_CUDA_GRAPHS");
+  m.call_graphs_enabled = m.graphs && !env_off("THEA_CUDA_CALL_GRAPHS");
   m.memo_enabled = !env_off("THEA_CUDA_CALL_MEMO");
   if (const char* p = std::getenv("THEA_PROFILE")) m.profile = *p && std::string(p) != "0";
   if (!plan_.source.empty()) {
@@ -1034,10 +1077,12 @@ CudaProgram::~CudaProgram() {
   if (m.profile && m.prof_calls) {
     const double c = static_cast<double>(m.prof_calls);
     std::fprintf(stderr,
-                 "thea cuda profile: %zu replayed calls, host us/call: prepare %.2f, upload %.2f, "
-                 "launch %.2f, outputs+sync %.2f\n",
-                 m.prof_calls, m.prof_ns[0] / c * 1e-3, m.prof_ns[1] / c * 1e-3,
-                 m.prof_ns[2] / c * 1e-3, m.prof_ns[3] / c * 1e-3);
+                 "thea cuda profile: %zu replayed calls (%zu of a call key's own graph), %zu "
+                 "argument uploads in all; host us/call: prepare %.2f, upload %.2f, launch %.2f, "
+                 "outputs+sync %.2f\n",
+                 m.prof_calls, stats_.call_graph_launches, stats_.args_uploads,
+                 m.prof_ns[0] / c * 1e-3, m.prof_ns[1] / c * 1e-3, m.prof_ns[2] / c * 1e-3,
+                 m.prof_ns[3] / c * 1e-3);
   }
   try {
     m.rt.synchronize(m.stream);
@@ -1128,7 +1173,7 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
       stats_.unshared_bytes -= it->second->unshared_bytes;
       m.instances.erase(it);
       it = m.instances.end();
-      m.memo.clear();
+      m.clear_memo();
     }
     if (it == m.instances.end()) {
       it = m.instances.emplace(sig, m.build_instance()).first;
@@ -1139,15 +1184,22 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     instp = it->second.get();
     m.fill_args(*instp);
     if (m.memo_enabled) {
-      if (m.memo.size() >= 4096) m.memo.clear();
-      CallState cs{m.host, m.shapes, m.views, m.contig_copies, m.args_host, mirror_ptrs, instp};
+      if (m.memo.size() >= 4096) m.clear_memo();
+      CallState cs{m.host, m.shapes, m.views, m.contig_copies, m.args_host, mirror_ptrs,
+                   instp,  {},       {}};
       m.memo.emplace(key, std::move(cs));
     }
   }
   Instance& inst = *instp;
   const auto t_prepared = prof_now(m.profile);
+  const bool capture = m.graphs && inst.capturable && !m.has_host_steps;
+  // A key seen before, on an instance whose own graph proved capture works: its own graph.
+  CallState* own = hit && capture && m.call_graphs_enabled && inst.graph ? hit : nullptr;
+  if (own && !own->graph && m.call_graphs < kMaxCallGraphs) m.capture_call_graph(inst, *own);
+  if (own && !own->graph) own = nullptr;
 
-  if (!m.args_valid || m.args_host != m.args_uploaded) {
+  if (!own && (!m.args_valid || m.args_host != m.args_uploaded)) {
+    stats_.args_uploads++;
     const std::size_t bytes = m.args_host.size() * 8;
     // 64 blocks in groups of 8 with one event per group, recorded after the group's last
     // copy: a step pays an event call once in 8, and a block is reused 64 calls later.
@@ -1177,8 +1229,12 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   }
 
   const auto t_uploaded = prof_now(m.profile);
-  const bool capture = m.graphs && inst.capturable && !m.has_host_steps;
-  if (inst.graph) {
+  const std::int64_t* args_dev = static_cast<const std::int64_t*>(m.args_dev.get());
+  if (own) {
+    own->graph->launch(m.stream);
+    stats_.graph_launches++;
+    stats_.call_graph_launches++;
+  } else if (inst.graph) {
     inst.graph->launch(m.stream);
     stats_.graph_launches++;
   } else if (capture && inst.calls >= 1) {
@@ -1187,7 +1243,7 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     try {
       rt.begin_capture(m.stream);
       try {
-        m.enqueue(inst);
+        m.enqueue(inst, args_dev);
       } catch (...) {
         rt.end_capture(m.stream);
         throw;
@@ -1202,11 +1258,11 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
       stats_.graph_launches++;
     } else {
       inst.capturable = false;
-      m.enqueue(inst);
+      m.enqueue(inst, args_dev);
       stats_.eager_calls++;
     }
   } else {
-    m.enqueue(inst);
+    m.enqueue(inst, args_dev);
     stats_.eager_calls++;
   }
   inst.calls++;
@@ -1277,7 +1333,7 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     }
   }
   // Only steady-state calls (memoized state, graph replayed) count: the first calls build.
-  if (m.profile && hit && inst.graph) {
+  if (m.profile && hit && (own || inst.graph)) {
     const auto t_end = prof_now(true);
     m.prof_ns[0] += ns_between(t_begin, t_prepared);
     m.prof_ns[1] += ns_between(t_prepared, t_uploaded);

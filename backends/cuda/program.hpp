@@ -42,6 +42,9 @@ struct ProgramStats {
   std::size_t calls = 0;
   std::size_t instances = 0;       // distinct shape signatures seen
   std::size_t graph_launches = 0;  // calls replayed as one graph
+  // Of those, replays of a call key's own graph, which upload no argument block.
+  std::size_t call_graph_launches = 0;
+  std::size_t args_uploads = 0;  // argument blocks copied to the device
   std::size_t eager_calls = 0;
   double compile_seconds = 0;  // NVRTC (or cache load) for this program
   // Device memory of the instances held: their arenas, and what one buffer per
