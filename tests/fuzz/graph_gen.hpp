@@ -1143,7 +1143,10 @@ class Generator {
     auto xo = pick([](const Val& v) { return v.stable && v.numel() > 0; });
     if (!xo) return;
     Val x = *xo;
+    const Val before_softmax = x;
+    bool through_softmax = false;
     if (x.is_float_v() && (x.ndim() == 1 || x.ndim() == 2) && rng_.chance(0.35)) {
+      through_softmax = true;
       // argmax(softmax(x)): monotonic along rows only; the argmax_softmax rewrite must keep
       // the other axes (and the flattened form) as they are.
       Val b = bounded(x, 8);
@@ -1169,6 +1172,16 @@ class Generator {
       if (keep) out = Shape(x.ndim(), 1);
     }
     const bool is_max = rng_.chance(0.6);
+    // Softmax values are bit-identical across backends only in their order along a row (the
+    // per-row sums round differently): an arg-reduction across rows (axis 0, or the whole
+    // matrix) of tied rows, such as one-hot ones, may pick any of them. It reduces the
+    // softmax's input instead, which keeps the random draws, and so every other graph, as
+    // they were.
+    if (through_softmax && x.ndim() == 2 && x.shape[0] > 1 &&
+        (!axis || *axis == 0 || *axis == -2)) {
+      x = before_softmax;
+      c_.features.pop_back();
+    }
     Variable r = is_max ? argmax(x.var, axis, keep) : argmin(x.var, axis, keep);
     push(finish(r, {&x}, 0, static_cast<double>(std::max<std::int64_t>(x.numel() - 1, 0)), true,
                 true, true, out));
