@@ -91,6 +91,36 @@ TEST_CASE("take and inc_rows compile to sm_90 for every dtype") {
   }
 }
 
+TEST_CASE(
+    "lowering: a softmax that is a kernel of its own goes to cuDNN unless THEA_CUDA_CUDNN=0") {
+  // The H200 measured cuDNN faster for such softmaxes; fused ones stay in thea's kernels.
+  Variable x = fmatrix("x"), d = dmatrix("d");
+  struct Seen {
+    int softmax_steps = 0, dnn_steps = 0;
+  };
+  auto lower_outputs = [&](const Variable& out) {
+    FunctionGraph fg({x.node(), d.node()}, {out.node()}, {});
+    Seen seen;
+    for (const cuda::Step& st : cuda::lower(fg).steps) {
+      seen.softmax_steps += st.kind == cuda::StepKind::Softmax;
+      seen.dnn_steps += st.try_dnn;
+    }
+    return seen;
+  };
+  Seen alone = lower_outputs(nnet::softmax(x));
+  CHECK(alone.softmax_steps == 1);
+  CHECK(alone.dnn_steps == 1);
+  CHECK(lower_outputs(nnet::log_softmax(x)).dnn_steps == 1);
+  CHECK(lower_outputs(nnet::softmax(d)).dnn_steps == 1);
+  // An input expression fused into the softmax's kernel: thea's kernel.
+  CHECK(lower_outputs(nnet::softmax(exp(x) * 2.0f)).dnn_steps == 0);
+  setenv("THEA_CUDA_CUDNN", "0", 1);
+  Seen off = lower_outputs(nnet::softmax(x));
+  unsetenv("THEA_CUDA_CUDNN");
+  CHECK(off.softmax_steps == 1);
+  CHECK(off.dnn_steps == 0);
+}
+
 TEST_CASE("skinny gemm kernels compile to sm_90: float dtypes, 1 to 32 columns") {
   for (Dtype d : {Dtype::Float32, Dtype::Float64})
     for (std::int64_t n : {1, 10, 32}) {

@@ -10,7 +10,7 @@ namespace thea::cuda {
 bool cudnn_softmax_enabled() {
   // Read at each compile (not cached) so a benchmark can compile both variants.
   const char* v = std::getenv("THEA_CUDA_CUDNN");
-  return v && *v && std::string(v) != "0";
+  return !(v && (std::string(v) == "0" || std::string(v) == "off"));
 }
 
 bool DnnHandle::available(std::string* why) { return cudnn_available(why); }

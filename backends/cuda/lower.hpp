@@ -104,7 +104,7 @@ struct Step {
   int space = -1;                 // RowGroup: a value whose shape is the group's (N, C)
   bool contiguous_rows = false;   // Reduce/Softmax/ArgReduce: rows are contiguous in memory
   bool checks = false;            // may raise a device error (bad labels or row indices)
-  bool try_dnn = false;           // Softmax: use cuDNN when THEA_CUDA_CUDNN=1 and it loads
+  bool try_dnn = false;           // Softmax: cuDNN when it loads (not THEA_CUDA_CUDNN=0)
   // Gemm: out = alpha * op(a).op(b) + beta * c_init  (c_init == -1: no accumulation).
   // alpha = `alpha` * (Host value alpha_scale) unless alpha_value names a device scalar
   // whose memory cuBLAS reads directly; beta likewise.

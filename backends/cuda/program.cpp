@@ -992,7 +992,9 @@ void CudaProgram::Impl::enqueue(Instance& inst, const std::int64_t* args) {
           const std::int64_t cols = s.empty() ? 1 : s.back();
           const std::int64_t rows = cols ? numel(st.out) / cols : 0;
           const bool log = op_as<Softmax>(st.node)->log();
-          if (rt.dnn_softmax(dtype(st.out), log, rows, cols, pointer(inst, st.operands[0].value),
+          // cuDNN rejects empty rows; the row kernel handles them.
+          if (rows > 0 && cols > 0 &&
+              rt.dnn_softmax(dtype(st.out), log, rows, cols, pointer(inst, st.operands[0].value),
                              pointer(inst, st.out), stream))
             break;
         }
