@@ -1187,8 +1187,8 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     m.fill_args(*instp);
     if (m.memo_enabled) {
       if (m.memo.size() >= 4096) m.clear_memo();
-      CallState cs{m.host, m.shapes, m.views, m.contig_copies, m.args_host, mirror_ptrs,
-                   instp,  {},       {}};
+      CallState cs{m.host,      m.shapes, m.views,        m.contig_copies, m.args_host,
+                   mirror_ptrs, instp,    DeviceBuffer(), nullptr};
       m.memo.emplace(key, std::move(cs));
     }
   }
