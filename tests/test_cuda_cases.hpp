@@ -714,9 +714,12 @@ extern "C" void smoke__emu(const long long* p, const long long* a) {
 // The shared fuzz generator's seeds [first, first + n) (THEA_FUZZ_SEED / THEA_FUZZ_COUNT
 // override them) on `backend` against the reference, until `budget_s` seconds have passed;
 // mismatches fail the test, the first three with the whole case. `progress` names each seed
-// on stderr first, so a log cut by a timeout names the one that hung.
+// on stderr first, so a log cut by a timeout names the one that hung. `repeats` > 1 runs
+// each case's calls that many times over, in order, so every call key comes back (memoized
+// calls, graphs per call key).
 inline void fuzz_generator_vs_reference(const std::string& backend, std::uint64_t first,
-                                        std::uint64_t n, double budget_s, bool progress) {
+                                        std::uint64_t n, double budget_s, bool progress,
+                                        int repeats = 1) {
   if (const char* env = std::getenv("THEA_FUZZ_SEED")) first = std::strtoull(env, nullptr, 10);
   if (const char* env = std::getenv("THEA_FUZZ_COUNT")) n = std::strtoull(env, nullptr, 10);
   int bad = 0;
@@ -732,7 +735,12 @@ inline void fuzz_generator_vs_reference(const std::string& backend, std::uint64_
     FunctionOptions a, b;
     a.backend = backend;
     b.backend = "reference";
-    const auto r = fuzz::compare_backends(seed, a, b);
+    fuzz::FuzzCase c = fuzz::make_case(seed);
+    const std::vector<std::vector<Tensor>> once = c.call_inputs;
+    for (int k = 1; k < repeats; ++k)
+      c.call_inputs.insert(c.call_inputs.end(), once.begin(), once.end());
+    c.calls = static_cast<int>(c.call_inputs.size());
+    const auto r = fuzz::compare_case(c, a, b);
     if (!r.ok) {
       ++bad;
       if (bad <= 3)
@@ -741,8 +749,9 @@ inline void fuzz_generator_vs_reference(const std::string& backend, std::uint64_
         FAIL_CHECK("seed " << seed << " differs");
     }
   }
-  MESSAGE("random graphs (fuzz generator) on " << backend << ": " << ran << " graphs, " << bad
-                                               << " mismatches");
+  MESSAGE("random graphs (fuzz generator) on " << backend << ": " << ran << " graphs"
+                                               << (repeats > 1 ? " with their calls repeated" : "")
+                                               << ", " << bad << " mismatches");
 }
 
 }  // namespace thea::cuda_tests

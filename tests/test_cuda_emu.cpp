@@ -416,4 +416,13 @@ TEST_CASE("cuda_emu: the shared fuzz generator's graphs agree with the reference
                                           std::getenv("THEA_FUZZ_VERBOSE") != nullptr);
 }
 
+// The same graphs with every call made three times over: a call key's first return finds
+// its memoized state, the next replays the graph captured for it, against the reference
+// backend making the same calls (shared variables keep updating throughout).
+TEST_CASE("cuda_emu: the shared fuzz generator's graphs, their calls repeated (call-key graphs)") {
+  register_emu();
+  cuda_tests::fuzz_generator_vs_reference("cuda_emu", 500, 16, 1e9,
+                                          std::getenv("THEA_FUZZ_VERBOSE") != nullptr, 3);
+}
+
 #endif  // THEA_HAVE_CUDA
