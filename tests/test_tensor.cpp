@@ -2,11 +2,14 @@
 // semantics, conversions, printing and comparison.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "thea/dtype.hpp"
@@ -372,4 +375,46 @@ TEST_CASE("allclose and max_abs_diff") {
   CHECK(max_abs_diff(a, Tensor::from_list({1.5, 2.0, 1.0})) == 2.0);
   CHECK(max_abs_diff(a.slice(0, kMax, kMin, -1), Tensor::from_list({3, 2, 1})) == 0.0);
   CHECK_THROWS_AS(max_abs_diff(a, Tensor::zeros({2})), ShapeError);
+}
+
+TEST_CASE("storage with pending contents: filled once, on first access, from any thread") {
+  Tensor t = Tensor::empty({4}, Dtype::Float32);
+  std::atomic<int> fills{0};
+  t.storage()->set_pending([&](void* dst) {
+    ++fills;
+    float* p = static_cast<float*>(dst);
+    for (int i = 0; i < 4; ++i) p[i] = static_cast<float>(i + 1);
+  });
+  CHECK_FALSE(t.storage()->settled());
+  CHECK(fills == 0);  // shape and dtype need no data
+  CHECK(t.shape() == Shape{4});
+  std::vector<std::thread> readers;
+  std::atomic<int> wrong{0};
+  for (int r = 0; r < 4; ++r)
+    readers.emplace_back([&] {
+      if (t.at<float>({3}) != 4.0f) ++wrong;
+    });
+  for (std::thread& th : readers) th.join();
+  CHECK(wrong == 0);
+  CHECK(fills == 1);
+  CHECK(t.storage()->settled());
+  CHECK(t.at<float>({0}) == 1.0f);
+  CHECK(fills == 1);
+  // A view of it and a clone see the contents too.
+  Tensor u = Tensor::empty({2}, Dtype::Float32);
+  u.storage()->set_pending([](void* dst) { static_cast<float*>(dst)[1] = 7.0f; });
+  CHECK(u.clone().at<float>({1}) == 7.0f);
+}
+
+TEST_CASE("storage with pending contents: a fill that fails is retried on the next access") {
+  Tensor t = Tensor::empty({1}, Dtype::Float64);
+  int attempts = 0;
+  t.storage()->set_pending([&](void* dst) {
+    if (++attempts == 1) throw std::runtime_error("device error");
+    *static_cast<double*>(dst) = 2.5;
+  });
+  CHECK_THROWS_AS(t.item<double>(), std::runtime_error);
+  CHECK_FALSE(t.storage()->settled());
+  CHECK(t.item<double>() == 2.5);
+  CHECK(attempts == 2);
 }

@@ -155,6 +155,20 @@ struct KeyHash {
   }
 };
 
+// Outputs of a call without index checks come back lazily (Storage::set_pending) through a
+// ring of pinned slots: the call returns without waiting for the device, and a value is
+// waited for when first read. A slot's outputs still unread are settled before the slot is
+// reused. Calls whose outputs exceed kLazyOutputBytes wait as before (the copy dominates),
+// which bounds the ring's pinned memory per function.
+struct OutSlot {
+  void* pinned = nullptr;
+  std::size_t bytes = 0;
+  Event event = nullptr;  // recorded after the slot's copies
+  std::vector<std::weak_ptr<Storage>> waiting;
+};
+constexpr std::size_t kOutSlots = 16;
+constexpr std::size_t kLazyOutputBytes = 256 * 1024;
+
 // Offsets in an instance's arena keep cudaMalloc's alignment, which cuBLAS and vector loads
 // expect of every buffer.
 constexpr std::int64_t kDeviceAlign = 256;
@@ -206,6 +220,9 @@ struct CudaProgram::Impl {
   std::vector<std::int64_t> call_key;
   void* out_pinned = nullptr;  // staging for outputs and the error flag (grows, never shrinks)
   std::size_t out_pinned_bytes = 0;
+  bool lazy_outputs = true;
+  std::vector<OutSlot> out_slots;  // lazy outputs' ring, made on first use
+  std::size_t out_next = 0;
   // THEA_PROFILE=1: host time per call phase (prepare, upload, launch, outputs+sync),
   // reported on stderr when the program is destroyed.
   bool profile = false;
@@ -243,6 +260,8 @@ struct CudaProgram::Impl {
   void capture_call_graph(Instance& inst, CallState& cs);
   void clear_memo();
   void run_host_op(Instance& inst, const Step& st);
+  std::size_t output_staging_bytes() const;
+  void stage_outputs_lazily(const Instance& inst, std::vector<Tensor>& results);
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1034,6 +1053,63 @@ void CudaProgram::Impl::clear_memo() {
   call_graphs = 0;
 }
 
+std::size_t CudaProgram::Impl::output_staging_bytes() const {
+  std::size_t staged = 0;
+  for (int o : plan.outputs)
+    if (val(o).place != Place::Host) staged += (nbytes(o) + 15) / 16 * 16;
+  return staged;
+}
+
+// Settles a slot's unread outputs (each copies itself out of the slot), so the slot can be
+// overwritten.
+static void settle_slot(OutSlot& slot) {
+  for (const std::weak_ptr<Storage>& w : slot.waiting)
+    if (std::shared_ptr<Storage> s = w.lock()) s->data();
+  slot.waiting.clear();
+}
+
+void CudaProgram::Impl::stage_outputs_lazily(const Instance& inst, std::vector<Tensor>& results) {
+  if (out_slots.empty()) {
+    out_slots.resize(kOutSlots);
+    for (OutSlot& slot : out_slots) slot.event = rt.create_event();
+  }
+  OutSlot& slot = out_slots[out_next++ % out_slots.size()];
+  settle_slot(slot);
+  const std::size_t staged = output_staging_bytes();
+  if (staged > slot.bytes) {
+    // A copy for an output nobody kept may still be landing in the old block.
+    rt.event_synchronize(slot.event);
+    if (slot.pinned) rt.host_free(slot.pinned);
+    slot.pinned = nullptr;
+    slot.pinned = rt.host_alloc(staged);
+    slot.bytes = staged;
+  }
+  char* const pinned = static_cast<char*>(slot.pinned);
+  std::size_t off = 0;
+  for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
+    const int o = plan.outputs[k];
+    if (val(o).place == Place::Host) {
+      results[k] = host[static_cast<std::size_t>(o)].clone();
+      continue;
+    }
+    const std::size_t n = nbytes(o);
+    results[k] = Tensor::empty(shapes[static_cast<std::size_t>(o)], dtype(o));
+    if (n) {
+      rt.memcpy_d2h(pinned + off, pointer(inst, o), n, stream);
+      Runtime* r = &rt;
+      const Event ev = slot.event;
+      const char* src = pinned + off;
+      results[k].storage()->set_pending([r, ev, src, n](void* dst) {
+        r->event_synchronize(ev);
+        std::memcpy(dst, src, n);
+      });
+      slot.waiting.push_back(results[k].storage());
+    }
+    off += (n + 15) / 16 * 16;
+  }
+  rt.record_event(slot.event, stream);
+}
+
 // ---------------------------------------------------------------------------------------
 // CudaProgram
 // ---------------------------------------------------------------------------------------
@@ -1045,6 +1121,7 @@ CudaProgram::CudaProgram(Runtime& rt, const FunctionGraph& fg, Plan plan)
   m.graphs = !env_off("THEA_CUDA_GRAPHS");
   m.call_graphs_enabled = m.graphs && !env_off("THEA_CUDA_CALL_GRAPHS");
   m.memo_enabled = !env_off("THEA_CUDA_CALL_MEMO");
+  m.lazy_outputs = !env_off("THEA_CUDA_LAZY_OUTPUTS");
   if (const char* p = std::getenv("THEA_PROFILE")) m.profile = *p && std::string(p) != "0";
   if (!plan_.source.empty()) {
     m.module = rt.load_module(plan_.source, "function");
@@ -1104,6 +1181,12 @@ CudaProgram::~CudaProgram() {
       }
     }
     if (m.out_pinned) m.rt.host_free(m.out_pinned);
+    // Outputs still unread copy themselves out before their slots go.
+    for (OutSlot& slot : m.out_slots) {
+      settle_slot(slot);
+      if (slot.pinned) m.rt.host_free(slot.pinned);
+      m.rt.destroy_event(slot.event);
+    }
     // The stream was synchronized above: no copy still reads a block.
     for (Event e : m.ring_events) m.rt.destroy_event(e);
     for (void* p : m.ring) m.rt.host_free(p);
@@ -1285,13 +1368,15 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   }
 
   const auto t_launched = prof_now(m.profile);
-  // Outputs (contiguous by construction) come back through one pinned staging block: a
+  // Outputs (contiguous by construction) come back through pinned staging: a
   // device-to-pageable copy is synchronous and staged by the driver, ~10 us even for a scalar.
   std::vector<Tensor> results(m.plan.outputs.size());
-  std::size_t staged = m.plan.any_checks ? 8 : 0;
-  for (int o : m.plan.outputs)
-    if (m.val(o).place != Place::Host) staged += (m.nbytes(o) + 15) / 16 * 16;
-  if (staged > m.out_pinned_bytes) {
+  const std::size_t output_bytes = m.output_staging_bytes();
+  const bool lazy = m.lazy_outputs && !m.plan.any_checks && !m.plan.outputs.empty() &&
+                    output_bytes <= kLazyOutputBytes;
+  if (lazy) m.stage_outputs_lazily(inst, results);
+  const std::size_t staged = (m.plan.any_checks ? 8 : 0) + output_bytes;
+  if (!lazy && staged > m.out_pinned_bytes) {
     if (m.out_pinned) rt.host_free(m.out_pinned);
     m.out_pinned = nullptr;
     m.out_pinned = rt.host_alloc(staged);
@@ -1299,14 +1384,14 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   }
   char* const pinned = static_cast<char*>(m.out_pinned);
   std::size_t off = m.plan.any_checks ? 8 : 0;
-  for (std::size_t k = 0; k < m.plan.outputs.size(); ++k) {
+  for (std::size_t k = 0; k < m.plan.outputs.size() && !lazy; ++k) {
     const int o = m.plan.outputs[k];
     if (m.val(o).place == Place::Host) continue;
     const std::size_t n = m.nbytes(o);
     if (n) rt.memcpy_d2h(pinned + off, m.pointer(inst, o), n, m.stream);
     off += (n + 15) / 16 * 16;
   }
-  if (!m.plan.outputs.empty() || m.plan.any_checks) {
+  if (!lazy && (!m.plan.outputs.empty() || m.plan.any_checks)) {
     int err = 0;
     if (m.plan.any_checks) rt.memcpy_d2h(pinned, m.err_dev.get(), sizeof err, m.stream);
     rt.synchronize(m.stream);

@@ -1,12 +1,14 @@
 #include "thea/tensor.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <numbers>
 #include <ostream>
 #include <sstream>
@@ -233,6 +235,32 @@ Storage::Storage(std::size_t nbytes) : nbytes_(nbytes) {
 }
 
 Storage::~Storage() { std::free(data_); }
+
+struct Storage::Pending {
+  std::function<void(void*)> fill;
+  std::once_flag once;
+  std::atomic<bool> done{false};
+};
+
+void Storage::set_pending(std::function<void(void*)> fill) {
+  pending_ = std::make_unique<Pending>();
+  pending_->fill = std::move(fill);
+}
+
+bool Storage::settled() const {
+  return !pending_ || pending_->done.load(std::memory_order_acquire);
+}
+
+void Storage::settle() const {
+  Pending& p = *pending_;
+  if (p.done.load(std::memory_order_acquire)) return;
+  // A fill that throws (a device error) leaves the flag unset: the next access retries.
+  std::call_once(p.once, [&] {
+    p.fill(data_);
+    p.fill = nullptr;
+    p.done.store(true, std::memory_order_release);
+  });
+}
 
 // ---------------------------------------------------------------- construction
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iosfwd>
 #include <memory>
@@ -28,13 +29,30 @@ class Storage {
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  void* data() { return data_; }
-  const void* data() const { return data_; }
+  // The bytes, complete: contents still arriving (see set_pending) are waited for first.
+  void* data() {
+    if (pending_) settle();
+    return data_;
+  }
+  const void* data() const {
+    if (pending_) settle();
+    return data_;
+  }
   std::size_t nbytes() const { return nbytes_; }
 
+  // Contents that arrive later: a backend returns a function's outputs before the device
+  // has copied them back, so a loop that never reads a value (the tutorial's per-step cost)
+  // never waits for it. `fill` writes the contents into the allocation on the first access
+  // to data(), once, from whichever thread comes first. Set before the storage is shared.
+  void set_pending(std::function<void(void*)> fill);
+  bool settled() const;
+
  private:
+  void settle() const;
+  struct Pending;
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
+  std::unique_ptr<Pending> pending_;
 };
 
 class Tensor {
