@@ -334,14 +334,21 @@ int run_train(const TrainArgs& a) {
     }
     bar.start(epoch, batches);
     double cost_sum = 0;
+    // Resident: the costs are read once the epoch's steps are queued (on the cuda backend
+    // the device then never waits for the host between steps), in step order.
+    std::vector<thea::Tensor> costs;
     for (std::int64_t b = 0; b < batches; ++b) {
       const std::int64_t start = b * a.batch_size, end = start + a.batch_size;
       // Resident: the function slices trX[start:end] itself; else views into the host
       // dataset, no copy.
-      cost_sum += resident ? model.train_batch(b)
-                           : model.train_step(xs.slice(0, start, end), ys.slice(0, start, end));
+      if (resident)
+        costs.push_back(model.train_batch_cost(b));
+      else
+        cost_sum += model.train_step(xs.slice(0, start, end), ys.slice(0, start, end));
       bar.update(b + 1, end);
     }
+    for (const thea::Tensor& c : costs)
+      if (c.defined()) cost_sum += c.item<float>();
     bar.clear();
     const double epoch_train = seconds_since(t_epoch);
     train_secs += epoch_train;

@@ -206,6 +206,11 @@ float SoftmaxRegression::train_step(const Tensor& x, const Tensor& y_onehot) {
 Tensor SoftmaxRegression::predict_labels(const Tensor& x) { return predict({x})[0]; }
 
 float SoftmaxRegression::train_batch(std::int64_t i) {
+  const Tensor cost = train_batch_cost(i);
+  return cost.defined() ? cost.item<float>() : std::numeric_limits<float>::quiet_NaN();
+}
+
+Tensor SoftmaxRegression::train_batch_cost(std::int64_t i) {
   if (!train_index)
     throw ValueError(
         "SoftmaxRegression::train_batch: the model was built without resident data "
@@ -219,7 +224,7 @@ float SoftmaxRegression::train_batch(std::int64_t i) {
                      std::to_string(data.batch_size) + " (valid: 0.." +
                      std::to_string(n_batches - 1) + ")");
   auto out = (*train_index)({Tensor::scalar(static_cast<double>(i), Dtype::Int64)});
-  return out.empty() ? std::numeric_limits<float>::quiet_NaN() : out[0].item<float>();
+  return out.empty() ? Tensor() : out[0];
 }
 
 Tensor SoftmaxRegression::predict_test_labels() {

@@ -311,6 +311,9 @@ TEST_CASE("resident data: updates-only steps, replaced training data, shared dat
   CHECK(std::isnan(res.train_batch(2)));
   input.train_step(x.slice(0, 12, 18), y.slice(0, 12, 18));
   CHECK(bit_equal(res.weights(), input.weights()));
+  CHECK_FALSE(res.train_batch_cost(2).defined());  // the same step again, without a cost
+  input.train_step(x.slice(0, 12, 18), y.slice(0, 12, 18));
+  CHECK(bit_equal(res.weights(), input.weights()));
 
   // New (here: reversed) examples in the same shared variables; the next steps use them.
   Tensor xr = Tensor::zeros({24, 4}), yr = Tensor::zeros({24, 3});
@@ -419,6 +422,15 @@ TEST_CASE("resident data on the CUDA backend's SIMT emulator matches the referen
       CAPTURE(b);
       CHECK(emu.train_batch(b) == doctest::Approx(ref.train_batch(b)).epsilon(1e-5));
     }
+  // Costs kept unread for an epoch (the app's loop), then read in order.
+  std::vector<Tensor> emu_costs;
+  std::vector<float> ref_costs;
+  for (std::int64_t b = 0; b < 3; ++b) {
+    emu_costs.push_back(emu.train_batch_cost(b));
+    ref_costs.push_back(ref.train_batch(b));
+  }
+  for (std::size_t b = 0; b < 3; ++b)
+    CHECK(emu_costs[b].item<float>() == doctest::Approx(ref_costs[b]).epsilon(1e-5));
   CHECK(thea::allclose(emu.weights(), ref.weights(), 1e-4, 1e-6));
   CHECK(bit_equal(emu.predict_test_labels(), ref.predict_test_labels()));
   CHECK(bit_equal(emu.predict_test_labels(), emu.predict_labels(x)));

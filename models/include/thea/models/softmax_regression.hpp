@@ -81,6 +81,11 @@ struct SoftmaxRegression {
   // slice would be short or empty); returns the cost before the update, or NaN when built
   // with return_cost = false.
   float train_batch(std::int64_t i);
+  // The same step, returning the cost as a 0-d tensor (undefined when built with
+  // return_cost = false) without waiting for it: on the cuda backend its value arrives in
+  // the background and reading it waits, so a loop that reads costs once per epoch keeps
+  // the device busy.
+  Tensor train_batch_cost(std::int64_t i);
   // Resident data: predicted class (int64) of every row of the resident test set.
   Tensor predict_test_labels();
   // Resident data: new training examples and targets (e.g. reshuffled) of the same shapes.
