@@ -711,6 +711,76 @@ extern "C" void smoke__emu(const long long* p, const long long* a) {
 }
 #endif  // THEA_HAVE_CUDA
 
+// Outputs returned before the device has copied them back (Storage::set_pending): 40 calls
+// of a function updating a shared variable, every result kept unread, then read after the
+// function is gone, against the reference; THEA_CUDA_LAZY_OUTPUTS=0 returns settled ones.
+inline void lazy_outputs_case(const std::string& backend) {
+  Variable x = fmatrix("x");
+  Variable w = shared(Tensor::random_normal({6, 3}, 0, 1, 3), "w");
+  Variable wr = shared(w.get_value().clone(), "wr");
+  auto outs = [](const Variable& xx, const Variable& ww) {
+    Variable y = dot(xx, ww);
+    return std::vector<Variable>{sum(y * y), y};
+  };
+  FunctionOptions ref_o, dev_o;
+  ref_o.backend = "reference";
+  dev_o.backend = backend;
+  Function ref = function({x}, outs(x, wr), {{wr, wr * 0.9f}}, ref_o);
+  std::vector<std::vector<Tensor>> want, got;
+  {
+    Function dev = function({x}, outs(x, w), {{w, w * 0.9f}}, dev_o);
+    // More calls than the ring has slots: its reuse settles the oldest results.
+    for (int call = 0; call < 40; ++call) {
+      const Tensor xs = Tensor::random_uniform({5, 6}, -1.0, 1.0, 100 + call);
+      want.push_back(ref({xs}));
+      got.push_back(dev({xs}));
+      if (call == 0) {
+        CHECK_FALSE(got[0][0].storage()->settled());  // returned before the copy was waited for
+        CHECK_FALSE(got[0][1].storage()->settled());
+      }
+    }
+  }  // results still unread when the function goes are settled by it
+  for (std::size_t call = 0; call < got.size(); ++call) {
+    CAPTURE(call);
+    CHECK(allclose(got[call][0], want[call][0], 1e-5, 1e-5));
+    CHECK(allclose(got[call][1], want[call][1], 1e-5, 1e-5));
+  }
+  setenv("THEA_CUDA_LAZY_OUTPUTS", "0", 1);
+  Function eager = function({x}, outs(x, w), {}, dev_o);
+  unsetenv("THEA_CUDA_LAZY_OUTPUTS");
+  const std::vector<Tensor> r = eager({Tensor::random_uniform({5, 6}, -1.0, 1.0, 7)});
+  CHECK(r[0].storage()->settled());
+}
+
+// softmax and log_softmax as kernels of their own, with THEA_CUDA_CUDNN=1 (cuDNN where it
+// loads; the emulator has none and runs thea's kernel) and 0, float32 and float64, empty
+// rows included, each call eager, captured and replayed, against the reference.
+inline void standalone_softmax_case(const std::string& backend) {
+  for (Dtype d : {Dtype::Float32, Dtype::Float64})
+    for (const Shape& sh : {Shape{128, 10}, Shape{1000, 37}, Shape{64, 1024}, Shape{0, 5}}) {
+      CAPTURE(shape_str(sh));
+      CAPTURE(dtype_name(d));
+      Variable x = tensor(d, Shape{kUnknownDim, kUnknownDim}, "x");
+      const Tensor xs = Tensor::random_normal(sh, 0, 3, 11).astype(d);
+      FunctionOptions ref_o, dev_o;
+      ref_o.backend = "reference";
+      dev_o.backend = backend;
+      Function ref = function({x}, {nnet::softmax(x), nnet::log_softmax(x)}, {}, ref_o);
+      const std::vector<Tensor> want = ref({xs});
+      for (const char* dnn : {"1", "0"}) {
+        CAPTURE(dnn);
+        setenv("THEA_CUDA_CUDNN", dnn, 1);
+        Function f = function({x}, {nnet::softmax(x), nnet::log_softmax(x)}, {}, dev_o);
+        unsetenv("THEA_CUDA_CUDNN");
+        for (int call = 0; call < 3; ++call) {
+          const std::vector<Tensor> got = f({xs});
+          CHECK(allclose(got[0], want[0], 1e-5, 1e-6));
+          CHECK(allclose(got[1], want[1], 1e-5, 1e-5));
+        }
+      }
+    }
+}
+
 // The shared fuzz generator's seeds [first, first + n) (THEA_FUZZ_SEED / THEA_FUZZ_COUNT
 // override them) on `backend` against the reference, until `budget_s` seconds have passed;
 // mismatches fail the test, the first three with the whole case. `progress` names each seed

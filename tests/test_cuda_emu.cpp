@@ -185,42 +185,14 @@ TEST_CASE("cuda_emu: a minibatch index called again replays its own graph, uploa
   CHECK(allclose(w_emu.get_value(), w_ref.get_value(), 1e-4, 1e-6));
 }
 
+TEST_CASE("cuda_emu: a softmax of its own, with cuDNN asked for (none here) and not") {
+  register_emu();
+  cuda_tests::standalone_softmax_case("cuda_emu");
+}
+
 TEST_CASE("cuda_emu: outputs come back lazily, stay right across the ring and the program") {
   register_emu();
-  Variable x = fmatrix("x");
-  Variable w = shared(Tensor::random_normal({6, 3}, 0, 1, 3), "w");
-  Variable wr = shared(w.get_value().clone(), "wr");
-  auto outs = [](const Variable& xx, const Variable& ww) {
-    Variable y = dot(xx, ww);
-    return std::vector<Variable>{sum(y * y), y};
-  };
-  Function ref = function({x}, outs(x, wr), {{wr, wr * 0.9f}}, on("reference"));
-  std::vector<std::vector<Tensor>> want, got;
-  {
-    Function emu = function({x}, outs(x, w), {{w, w * 0.9f}}, on("cuda_emu"));
-    // More calls than the ring has slots, every result kept unread until the end: the
-    // ring's reuse settles the oldest ones.
-    for (int call = 0; call < 40; ++call) {
-      const Tensor xs = random_uniform({5, 6}, -1.0, 1.0, 100 + call);
-      want.push_back(ref({xs}));
-      got.push_back(emu({xs}));
-      if (call == 0) {
-        CHECK_FALSE(got[0][0].storage()->settled());  // returned before the copy was waited for
-        CHECK_FALSE(got[0][1].storage()->settled());
-      }
-    }
-    // Results still unread when the function goes are settled by it.
-  }
-  for (std::size_t call = 0; call < got.size(); ++call) {
-    CAPTURE(call);
-    CHECK(allclose(got[call][0], want[call][0], 1e-5, 1e-5));
-    CHECK(allclose(got[call][1], want[call][1], 1e-5, 1e-5));
-  }
-  setenv("THEA_CUDA_LAZY_OUTPUTS", "0", 1);
-  Function eager = function({x}, outs(x, w), {}, on("cuda_emu"));
-  unsetenv("THEA_CUDA_LAZY_OUTPUTS");
-  const std::vector<Tensor> r = eager({random_uniform({5, 6}, -1.0, 1.0, 7)});
-  CHECK(r[0].storage()->settled());
+  cuda_tests::lazy_outputs_case("cuda_emu");
 }
 
 TEST_CASE("cuda_emu: the tutorial step with skinny gemms on odd shapes, and the cuBLAS path") {

@@ -279,4 +279,19 @@ TEST_CASE("gpu: random graphs from the shared fuzz generator agree with the refe
   fuzz_generator_vs_reference("cuda", 1, 200, 45, true);
 }
 
+TEST_CASE("gpu: the shared generator's graphs with their calls repeated (call-key graphs)") {
+  if (!gpu_or_skip()) return;
+  fuzz_generator_vs_reference("cuda", 500, 40, 30, true, 3);
+}
+
+TEST_CASE("gpu: outputs come back without waiting and stay right") {
+  if (!gpu_or_skip()) return;
+  lazy_outputs_case("cuda");
+}
+
+TEST_CASE("gpu: a softmax of its own on cuDNN (the default) and on thea's kernel") {
+  if (!gpu_or_skip()) return;
+  standalone_softmax_case("cuda");
+}
+
 #endif  // THEA_HAVE_CUDA
