@@ -63,6 +63,16 @@ void check_same(const std::vector<Variable>& inputs, const std::vector<Variable>
   }
 }
 
+// A small stand-in for MNIST: n examples of `features` normal values (seed) and one-hot
+// targets, example i of class (i * label_step) % classes.
+std::pair<Tensor, Tensor> toy_dataset(int n, int features, int classes, int label_step,
+                                      std::uint64_t seed) {
+  Tensor xs = Tensor::random_normal({n, features}, 0, 1, seed);
+  Tensor ys = Tensor::zeros({n, classes});
+  for (int i = 0; i < n; ++i) ys.set({i, (i * label_step) % classes}, 1.0);
+  return {xs, ys};
+}
+
 }  // namespace
 
 TEST_CASE("cuda_emu: runtime smoke (the checks gpu-check runs first on a GPU)") {
@@ -104,9 +114,7 @@ TEST_CASE("cuda_emu: dot through the emulated cuBLAS, transposes included") {
 TEST_CASE("cuda_emu: the MNIST softmax step with a device-resident dataset") {
   register_emu();
   const int n = 64, bs = 16, classes = 10, features = 12;
-  Tensor xs = Tensor::random_normal({n, features}, 0, 1, 7);
-  Tensor ys = Tensor::zeros({n, classes});
-  for (int i = 0; i < n; ++i) ys.set({i, (i * 7) % classes}, 1.0);
+  const auto [xs, ys] = toy_dataset(n, features, classes, 7, 7);
   auto build = [&](const std::string& backend, Variable* w_out) {
     Variable trX = shared(xs, "trX");
     Variable trY = shared(ys, "trY");
@@ -144,9 +152,7 @@ TEST_CASE("cuda_emu: the MNIST softmax step with a device-resident dataset") {
 TEST_CASE("cuda_emu: a minibatch index called again replays its own graph, uploading nothing") {
   register_emu();
   const int n = 48, bs = 16, classes = 10, features = 12;
-  Tensor xs = Tensor::random_normal({n, features}, 0, 1, 17);
-  Tensor ys = Tensor::zeros({n, classes});
-  for (int i = 0; i < n; ++i) ys.set({i, (i * 3) % classes}, 1.0);
+  const auto [xs, ys] = toy_dataset(n, features, classes, 3, 17);
   // Two copies of the tutorial's resident step: one run by the reference backend, one whose
   // optimized graph is run by a CudaProgram on the emulator (its counters are the point).
   auto build = [&](Variable* w_out) {
