@@ -819,9 +819,9 @@ inline void fuzz_generator_vs_reference(const std::string& backend, std::uint64_
         FAIL_CHECK("seed " << seed << " differs");
     }
   }
-  MESSAGE("random graphs (fuzz generator) on " << backend << ": " << ran << " graphs"
-                                               << (repeats > 1 ? " with their calls repeated" : "")
-                                               << ", " << bad << " mismatches");
+  const std::string how = repeats > 1 ? " with their calls repeated" : "";
+  MESSAGE("random graphs (fuzz generator) on " << backend << ": " << ran << " graphs" << how << ", "
+                                               << bad << " mismatches");
 }
 
 }  // namespace thea::cuda_tests

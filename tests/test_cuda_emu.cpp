@@ -104,6 +104,22 @@ TEST_CASE("cuda_emu: softmax, log_softmax and argmax rows") {
              {xv});
 }
 
+TEST_CASE("cuda_emu: a product broadcast over the rows it is added to is no gemm epilogue") {
+  // Seed 30005's pattern: w - dot(row, w) with row (1, 3) broadcast over w's 3 rows; and
+  // the same with the sum's other side, and a column product broadcast across columns.
+  Variable w = tensor(Dtype::Float64, Shape{3, 3}, "w");
+  Variable row = tensor(Dtype::Float64, Shape{1, 3}, "row");
+  Variable col = tensor(Dtype::Float64, Shape{3, 1}, "col");
+  Variable one = tensor(Dtype::Float64, Shape{1, 1}, "one");
+  const Tensor wv = Tensor::random_normal({3, 3}, 0, 1, 4).astype(Dtype::Float64);
+  const Tensor rv = Tensor::random_normal({1, 3}, 0, 1, 5).astype(Dtype::Float64);
+  const Tensor cv = Tensor::random_normal({3, 1}, 0, 1, 6).astype(Dtype::Float64);
+  const Tensor ov = Tensor::random_normal({1, 1}, 0, 1, 7).astype(Dtype::Float64);
+  check_same({w, row, col, one},
+             {w - dot(row, w), dot(row, w) + w, w + dot(col, one) * 2.0, w - dot(w, row.T())},
+             {wv, rv, cv, ov}, 1e-12, 1e-12);
+}
+
 TEST_CASE("cuda_emu: dot through the emulated cuBLAS, transposes included") {
   Variable a = fmatrix("a"), b = fmatrix("b");
   Tensor av = Tensor::random_normal({4, 3}, 0, 1, 5);
@@ -411,11 +427,12 @@ TEST_CASE("cuda_emu: random graphs agree with the reference") {
 
 // Seeds of the shared generator (v1) that found CUDA-backend bugs: 11, 16, 19 (a memoized
 // call reused the first call's input tensors in host steps), 117 (a copy kernel wrote a
-// dynamic view's output through an unassigned argument slot).
+// dynamic view's output through an unassigned argument slot), 30005 (w - dot(row, w), the
+// product broadcast over w's rows, was lowered as a gemm into w).
 TEST_CASE("cuda_emu: fuzz regression seeds") {
   register_emu();
   REQUIRE(fuzz::kGeneratorVersion == 1);
-  for (std::uint64_t seed : {11, 16, 19, 117}) {
+  for (std::uint64_t seed : {11, 16, 19, 117, 30005}) {
     FunctionOptions a, b;
     a.backend = "cuda_emu";
     b.backend = "reference";

@@ -185,6 +185,9 @@ class Lowering {
         }
         if (!op_as<Dot>(dot)) continue;
         if (dot->type.ndim() != 2 || e->type.ndim() != 2 || c->type != e->type) continue;
+        // A product broadcast over the sum's rows or columns (w - dot(row, w)) is not
+        // C ± A·B: the gemm would read rows of A that do not exist.
+        if (!same_pattern(dot->type, e->type)) continue;
         if (dot->type.dtype != e->type.dtype || dot->inputs[0]->type.dtype != e->type.dtype ||
             dot->inputs[1]->type.dtype != e->type.dtype)
           continue;
