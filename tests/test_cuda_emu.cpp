@@ -120,6 +120,49 @@ TEST_CASE("cuda_emu: a product broadcast over the rows it is added to is no gemm
              {wv, rv, cv, ov}, 1e-12, 1e-12);
 }
 
+TEST_CASE("cuda_emu: an update to a slice whose start changes per call follows every call") {
+  // Seed 40582's pattern: w <- x[i, -6] (and the same slice as an output), with i a new
+  // value on every call, so the replayed graph must not keep the first capture's address.
+  register_emu();
+  Variable x = fmatrix("x");
+  Variable i = iscalar("i");
+  Variable w = shared(Tensor::scalar(0.0), "w");
+  Variable wr = shared(Tensor::scalar(0.0), "wr");
+  const Variable col(std::int64_t{-6});
+  Function emu =
+      function({x, i}, {subtensor(x, {i, col})}, {{w, subtensor(x, {i, col})}}, on("cuda_emu"));
+  Function ref =
+      function({x, i}, {subtensor(x, {i, col})}, {{wr, subtensor(x, {i, col})}}, on("reference"));
+  const Tensor xs = Tensor::random_normal({9, 8}, 0, 1, 12);
+  for (int call : {4, -9, 8, 2, 4, 7}) {
+    CAPTURE(call);
+    const Tensor idx = Tensor::scalar(call, Dtype::Int32);
+    CHECK(emu({xs, idx})[0].item<float>() == ref({xs, idx})[0].item<float>());
+    CHECK(w.get_value().item<float>() == wr.get_value().item<float>());
+  }
+}
+
+TEST_CASE("cuda_emu: a cuBLAS gemm accumulating into a slice whose start changes per call") {
+  register_emu();
+  Variable x = fmatrix("x"), a = fmatrix("a"), b = fmatrix("b");
+  Variable i = iscalar("i");
+  Variable two(std::int64_t{2});
+  Variable out = subtensor(x, {Slice(i, i + two)}) + dot(a, b);
+  setenv("THEA_CUDA_SKINNY_GEMM", "0", 1);  // the cuBLAS path, which copies C_in first
+  Function emu = function({x, i, a, b}, {out}, {}, on("cuda_emu"));
+  unsetenv("THEA_CUDA_SKINNY_GEMM");
+  Function ref = function({x, i, a, b}, {out}, {}, on("reference"));
+  const Tensor xs = Tensor::random_normal({6, 3}, 0, 1, 21);
+  const Tensor as = Tensor::random_normal({2, 4}, 0, 1, 22);
+  const Tensor bs = Tensor::random_normal({4, 3}, 0, 1, 23);
+  for (int start : {0, 3, 1, 4, 0, 2}) {
+    CAPTURE(start);
+    const Tensor idx = Tensor::scalar(start, Dtype::Int32);
+    CHECK(allclose(emu({xs, idx, as, bs})[0], ref({xs, idx, as, bs})[0], 1e-5, 1e-5));
+  }
+  INFO(emu.debugprint());
+}
+
 TEST_CASE("cuda_emu: dot through the emulated cuBLAS, transposes included") {
   Variable a = fmatrix("a"), b = fmatrix("b");
   Tensor av = Tensor::random_normal({4, 3}, 0, 1, 5);
@@ -428,11 +471,12 @@ TEST_CASE("cuda_emu: random graphs agree with the reference") {
 // Seeds of the shared generator (v1) that found CUDA-backend bugs: 11, 16, 19 (a memoized
 // call reused the first call's input tensors in host steps), 117 (a copy kernel wrote a
 // dynamic view's output through an unassigned argument slot), 30005 (w - dot(row, w), the
-// product broadcast over w's rows, was lowered as a gemm into w).
+// product broadcast over w's rows, was lowered as a gemm into w), 40582 (an update to
+// x[i, -6] copied from the slice's address at capture time, not this call's).
 TEST_CASE("cuda_emu: fuzz regression seeds") {
   register_emu();
   REQUIRE(fuzz::kGeneratorVersion == 1);
-  for (std::uint64_t seed : {11, 16, 19, 117, 30005}) {
+  for (std::uint64_t seed : {11, 16, 19, 117, 30005, 40582}) {
     FunctionOptions a, b;
     a.backend = "cuda_emu";
     b.backend = "reference";

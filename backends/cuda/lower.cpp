@@ -547,7 +547,10 @@ class Lowering {
       if (val(r).place == Place::Shared && targets.count(r))
         v = make_contig(v, true);
       else if (val(v).place == Place::View)
-        v = make_contig(v, false);
+        // The update's memcpy is captured with the address it had then: a slice whose start
+        // changes per call goes through a copy of its own (its kernel reads the address per
+        // call), not an alias of the slice.
+        v = make_contig(v, val(v).dynamic);
     }
   }
 
@@ -623,6 +626,16 @@ class Lowering {
     val(c).blas_alias = blas;
     ensure_contig_steps(nullptr, c);
     return c;
+  }
+
+  // The C_in of a cuBLAS gemm is copied into the output by a memcpy, which a captured graph
+  // replays with the address it had: a slice whose start changes per call gets a copy of
+  // its own first (a kernel, reading the address per call).
+  int accumulate_operand(int c) {
+    if (!val(c).dynamic) return gemm_operand(c, false);
+    const int copy = make_contig(c, true);
+    ensure_contig_steps(nullptr, copy);
+    return copy;
   }
 
   // Contig values are copied right before their first reader.
@@ -819,7 +832,7 @@ class Lowering {
         } else {
           st.gemm_a = gemm_operand(a, true);
           st.gemm_b = gemm_operand(b, true);
-          st.gemm_c = gemm_operand(c, false);
+          st.gemm_c = accumulate_operand(c);
         }
         st.alpha = ep.alpha;
         st.alpha_scale = ep.scale ? idx(ep.scale) : -1;
@@ -900,7 +913,7 @@ class Lowering {
         };
         scalar(Gemm::kAlpha, &st.alpha, &st.alpha_scale, &st.alpha_value);
         if (gm->accumulate()) {
-          if (!st.skinny) st.gemm_c = gemm_operand(c, false);
+          if (!st.skinny) st.gemm_c = accumulate_operand(c);
           scalar(Gemm::kBeta, &st.beta, &st.beta_scale, &st.beta_value);
         }
         // cuBLAS reads device scalars at the address given when the call is made (the
