@@ -95,11 +95,12 @@ TEST_CASE(
     "lowering: a softmax that is a kernel of its own goes to cuDNN unless THEA_CUDA_CUDNN=0") {
   // The H200 measured cuDNN faster for such softmaxes; fused ones stay in thea's kernels.
   Variable x = fmatrix("x"), d = dmatrix("d");
+  Variable i = iscalar("i");
   struct Seen {
     int softmax_steps = 0, dnn_steps = 0;
   };
   auto lower_outputs = [&](const Variable& out) {
-    FunctionGraph fg({x.node(), d.node()}, {out.node()}, {});
+    FunctionGraph fg({x.node(), d.node(), i.node()}, {out.node()}, {});
     Seen seen;
     for (const cuda::Step& st : cuda::lower(fg).steps) {
       seen.softmax_steps += st.kind == cuda::StepKind::Softmax;
@@ -114,6 +115,12 @@ TEST_CASE(
   CHECK(lower_outputs(nnet::softmax(d)).dnn_steps == 1);
   // An input expression fused into the softmax's kernel: thea's kernel.
   CHECK(lower_outputs(nnet::softmax(exp(x) * 2.0f)).dnn_steps == 0);
+  // Rows sliced from a start given per call: cuDNN would keep the first call's address in a
+  // replayed graph; thea's kernel reads it per call.
+  Seen sliced =
+      lower_outputs(nnet::softmax(subtensor(x, {Slice(i, i + Variable(std::int64_t{4}))})));
+  CHECK(sliced.softmax_steps == 1);
+  CHECK(sliced.dnn_steps == 0);
   setenv("THEA_CUDA_CUDNN", "0", 1);
   Seen off = lower_outputs(nnet::softmax(x));
   unsetenv("THEA_CUDA_CUDNN");

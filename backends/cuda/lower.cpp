@@ -876,8 +876,11 @@ class Lowering {
         st.contiguous_rows = true;
         input_tree_step(st, n, true);
         // cuDNN takes a plain contiguous input, not a fused expression.
+        // cuDNN gets the input's address when the call is made, which a captured graph keeps:
+        // never a slice whose start changes per call (the row kernel reads it per call).
         st.try_dnn = cudnn_softmax_enabled() && st.operands.size() == 1 && st.operands[0].full &&
-                     st.fused.empty() && is_float(n->type.dtype);
+                     !val(st.operands[0].value).dynamic && st.fused.empty() &&
+                     is_float(n->type.dtype);
       } else if (op_as<CrossentropyCategorical1Hot>(n)) {
         st.kind = StepKind::Xent;
         st.checks = true;
