@@ -257,11 +257,17 @@ struct CudaProgram::Impl {
   void fill_args(const Instance& inst);
   void prepare_mirrors();
   void enqueue(Instance& inst, const std::int64_t* args);
+  // The steps captured as a graph reading `args`; nullptr when capture is unavailable.
+  std::unique_ptr<Graph> capture(Instance& inst, const std::int64_t* args);
   void capture_call_graph(Instance& inst, CallState& cs);
   void clear_memo();
   void run_host_op(Instance& inst, const Step& st);
   std::size_t output_staging_bytes() const;
-  void stage_outputs_lazily(const Instance& inst, std::vector<Tensor>& results);
+  // Copy the outputs back (output_bytes: output_staging_bytes()) into `results`.
+  void stage_outputs_lazily(const Instance& inst, std::size_t output_bytes,
+                            std::vector<Tensor>& results);
+  void stage_outputs_waiting(const Instance& inst, std::size_t output_bytes,
+                             std::vector<Tensor>& results);
 };
 
 // ---------------------------------------------------------------------------------------
@@ -1023,24 +1029,27 @@ void CudaProgram::Impl::enqueue(Instance& inst, const std::int64_t* args) {
   }
 }
 
-void CudaProgram::Impl::capture_call_graph(Instance& inst, CallState& cs) {
-  const std::size_t bytes = cs.args.size() * 8;
-  DeviceBuffer args(&rt.allocator(), std::max<std::size_t>(bytes, 8));
-  if (bytes) rt.memcpy_h2d(args.get(), cs.args.data(), bytes, stream);
-  std::unique_ptr<Graph> g;
+std::unique_ptr<Graph> CudaProgram::Impl::capture(Instance& inst, const std::int64_t* args) {
   try {
     rt.begin_capture(stream);
     try {
-      enqueue(inst, static_cast<const std::int64_t*>(args.get()));
+      enqueue(inst, args);
     } catch (...) {
       rt.end_capture(stream);
       throw;
     }
-    g = rt.end_capture(stream);
+    return rt.end_capture(stream);
   } catch (const BackendError&) {
-    g.reset();  // the instance's graph path still serves this key
+    return nullptr;  // the caller runs eagerly instead
   }
-  if (!g) return;
+}
+
+void CudaProgram::Impl::capture_call_graph(Instance& inst, CallState& cs) {
+  const std::size_t bytes = cs.args.size() * 8;
+  DeviceBuffer args(&rt.allocator(), std::max<std::size_t>(bytes, 8));
+  if (bytes) rt.memcpy_h2d(args.get(), cs.args.data(), bytes, stream);
+  std::unique_ptr<Graph> g = capture(inst, static_cast<const std::int64_t*>(args.get()));
+  if (!g) return;  // the instance's graph still serves this key
   cs.args_dev = std::move(args);
   cs.graph = std::move(g);
   ++call_graphs;
@@ -1068,21 +1077,21 @@ static void settle_slot(OutSlot& slot) {
   slot.waiting.clear();
 }
 
-void CudaProgram::Impl::stage_outputs_lazily(const Instance& inst, std::vector<Tensor>& results) {
+void CudaProgram::Impl::stage_outputs_lazily(const Instance& inst, std::size_t output_bytes,
+                                             std::vector<Tensor>& results) {
   if (out_slots.empty()) {
     out_slots.resize(kOutSlots);
     for (OutSlot& slot : out_slots) slot.event = rt.create_event();
   }
   OutSlot& slot = out_slots[out_next++ % out_slots.size()];
   settle_slot(slot);
-  const std::size_t staged = output_staging_bytes();
-  if (staged > slot.bytes) {
+  if (output_bytes > slot.bytes) {
     // A copy for an output nobody kept may still be landing in the old block.
     rt.event_synchronize(slot.event);
     if (slot.pinned) rt.host_free(slot.pinned);
     slot.pinned = nullptr;
-    slot.pinned = rt.host_alloc(staged);
-    slot.bytes = staged;
+    slot.pinned = rt.host_alloc(output_bytes);
+    slot.bytes = output_bytes;
   }
   char* const pinned = static_cast<char*>(slot.pinned);
   std::size_t off = 0;
@@ -1108,6 +1117,54 @@ void CudaProgram::Impl::stage_outputs_lazily(const Instance& inst, std::vector<T
     off += (n + 15) / 16 * 16;
   }
   rt.record_event(slot.event, stream);
+}
+
+// Outputs (and the error word) through one pinned block, then a stream sync: for calls with
+// index checks, whose errors belong to the call, and for large outputs.
+void CudaProgram::Impl::stage_outputs_waiting(const Instance& inst, std::size_t output_bytes,
+                                              std::vector<Tensor>& results) {
+  const std::size_t staged = (plan.any_checks ? 8 : 0) + output_bytes;
+  if (staged > out_pinned_bytes) {
+    if (out_pinned) rt.host_free(out_pinned);
+    out_pinned = nullptr;
+    out_pinned = rt.host_alloc(staged);
+    out_pinned_bytes = staged;
+  }
+  char* const pinned = static_cast<char*>(out_pinned);
+  std::size_t off = plan.any_checks ? 8 : 0;
+  for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
+    const int o = plan.outputs[k];
+    if (val(o).place == Place::Host) continue;
+    const std::size_t n = nbytes(o);
+    if (n) rt.memcpy_d2h(pinned + off, pointer(inst, o), n, stream);
+    off += (n + 15) / 16 * 16;
+  }
+  int err = 0;
+  if (plan.any_checks) rt.memcpy_d2h(pinned, err_dev.get(), sizeof err, stream);
+  rt.synchronize(stream);
+  if (plan.any_checks) std::memcpy(&err, pinned, sizeof err);
+  off = plan.any_checks ? 8 : 0;
+  for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
+    const int o = plan.outputs[k];
+    if (val(o).place == Place::Host) {
+      results[k] = host[static_cast<std::size_t>(o)].clone();
+      continue;
+    }
+    const std::size_t n = nbytes(o);
+    results[k] = Tensor::empty(shapes[static_cast<std::size_t>(o)], dtype(o));
+    if (n) std::memcpy(results[k].raw_data(), pinned + off, n);
+    off += (n + 15) / 16 * 16;
+  }
+  if (err) {
+    rt.memset_d(err_dev.get(), 0, 8, stream);
+    std::string who;
+    for (const Step& st : plan.steps)
+      if (st.checks) who += "\n  " + st.node->describe();
+    throw ValueError(
+        "cuda: a label or index is out of range (a class label negative or not below the "
+        "number of classes, or a take/inc_rows row index outside [-rows, rows)), in one of:" +
+        who);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1324,19 +1381,7 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     stats_.graph_launches++;
   } else if (capture && inst.calls >= 1) {
     // Capture on the second call: the first ran eagerly and proved every step works.
-    std::unique_ptr<Graph> g;
-    try {
-      rt.begin_capture(m.stream);
-      try {
-        m.enqueue(inst, args_dev);
-      } catch (...) {
-        rt.end_capture(m.stream);
-        throw;
-      }
-      g = rt.end_capture(m.stream);
-    } catch (const BackendError&) {
-      g.reset();
-    }
+    std::unique_ptr<Graph> g = m.capture(inst, args_dev);
     if (g) {
       inst.graph = std::move(g);
       inst.graph->launch(m.stream);
@@ -1374,51 +1419,10 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
   const std::size_t output_bytes = m.output_staging_bytes();
   const bool lazy = m.lazy_outputs && !m.plan.any_checks && !m.plan.outputs.empty() &&
                     output_bytes <= kLazyOutputBytes;
-  if (lazy) m.stage_outputs_lazily(inst, results);
-  const std::size_t staged = (m.plan.any_checks ? 8 : 0) + output_bytes;
-  if (!lazy && staged > m.out_pinned_bytes) {
-    if (m.out_pinned) rt.host_free(m.out_pinned);
-    m.out_pinned = nullptr;
-    m.out_pinned = rt.host_alloc(staged);
-    m.out_pinned_bytes = staged;
-  }
-  char* const pinned = static_cast<char*>(m.out_pinned);
-  std::size_t off = m.plan.any_checks ? 8 : 0;
-  for (std::size_t k = 0; k < m.plan.outputs.size() && !lazy; ++k) {
-    const int o = m.plan.outputs[k];
-    if (m.val(o).place == Place::Host) continue;
-    const std::size_t n = m.nbytes(o);
-    if (n) rt.memcpy_d2h(pinned + off, m.pointer(inst, o), n, m.stream);
-    off += (n + 15) / 16 * 16;
-  }
-  if (!lazy && (!m.plan.outputs.empty() || m.plan.any_checks)) {
-    int err = 0;
-    if (m.plan.any_checks) rt.memcpy_d2h(pinned, m.err_dev.get(), sizeof err, m.stream);
-    rt.synchronize(m.stream);
-    if (m.plan.any_checks) std::memcpy(&err, pinned, sizeof err);
-    off = m.plan.any_checks ? 8 : 0;
-    for (std::size_t k = 0; k < m.plan.outputs.size(); ++k) {
-      const int o = m.plan.outputs[k];
-      if (m.val(o).place == Place::Host) {
-        results[k] = m.host[static_cast<std::size_t>(o)].clone();
-        continue;
-      }
-      const std::size_t n = m.nbytes(o);
-      results[k] = Tensor::empty(m.shapes[static_cast<std::size_t>(o)], m.dtype(o));
-      if (n) std::memcpy(results[k].raw_data(), pinned + off, n);
-      off += (n + 15) / 16 * 16;
-    }
-    if (err) {
-      rt.memset_d(m.err_dev.get(), 0, 8, m.stream);
-      std::string who;
-      for (const Step& st : m.plan.steps)
-        if (st.checks) who += "\n  " + st.node->describe();
-      throw ValueError(
-          "cuda: a label or index is out of range (a class label negative or not below the "
-          "number of classes, or a take/inc_rows row index outside [-rows, rows)), in one of:" +
-          who);
-    }
-  }
+  if (lazy)
+    m.stage_outputs_lazily(inst, output_bytes, results);
+  else if (!m.plan.outputs.empty() || m.plan.any_checks)
+    m.stage_outputs_waiting(inst, output_bytes, results);
   // Only steady-state calls (memoized state, graph replayed) count: the first calls build.
   if (m.profile && hit && (own || inst.graph)) {
     const auto t_end = prof_now(true);
