@@ -628,14 +628,19 @@ class Lowering {
     return c;
   }
 
-  // The C_in of a cuBLAS gemm is copied into the output by a memcpy, which a captured graph
-  // replays with the address it had: a slice whose start changes per call gets a copy of
-  // its own first (a kernel, reading the address per call).
-  int accumulate_operand(int c) {
-    if (!val(c).dynamic) return gemm_operand(c, false);
-    const int copy = make_contig(c, true);
-    ensure_contig_steps(nullptr, copy);
-    return copy;
+  // An operand a step copies with a memcpy (a cuBLAS gemm's C_in, inc_rows' x), which a
+  // captured graph replays with the address it had: a contiguous buffer whose address is
+  // fixed for the instance. A slice whose start changes per call gets a copy of its own
+  // (a kernel, reading the address per call).
+  int fixed_address_operand(int v) {
+    const Place p = val(v).place;
+    if (val(v).dynamic)
+      v = make_contig(v, true);
+    else if (p != Place::Input && p != Place::Shared && p != Place::Constant &&
+             p != Place::Buffer && p != Place::Contig)
+      v = make_contig(v, false);
+    ensure_contig_steps(nullptr, v);
+    return v;
   }
 
   // Contig values are copied right before their first reader.
@@ -832,7 +837,7 @@ class Lowering {
         } else {
           st.gemm_a = gemm_operand(a, true);
           st.gemm_b = gemm_operand(b, true);
-          st.gemm_c = accumulate_operand(c);
+          st.gemm_c = fixed_address_operand(c);
         }
         st.alpha = ep.alpha;
         st.alpha_scale = ep.scale ? idx(ep.scale) : -1;
@@ -916,7 +921,7 @@ class Lowering {
         };
         scalar(Gemm::kAlpha, &st.alpha, &st.alpha_scale, &st.alpha_value);
         if (gm->accumulate()) {
-          if (!st.skinny) st.gemm_c = accumulate_operand(c);
+          if (!st.skinny) st.gemm_c = fixed_address_operand(c);
           scalar(Gemm::kBeta, &st.beta, &st.beta_scale, &st.beta_value);
         }
         // cuBLAS reads device scalars at the address given when the call is made (the
@@ -953,16 +958,8 @@ class Lowering {
         add_positional(st, idx(n->inputs[1]));
       } else if (op_as<IncRows>(n)) {
         // x is copied into the output with one device-to-device copy before the kernel (none
-        // when updating x in place), so it must have a contiguous buffer whose address is
-        // fixed for the instance (a captured copy cannot follow a per-call pointer).
-        int x = idx(n->inputs[0]);
-        const Place p = val(x).place;
-        if (val(x).dynamic)
-          x = make_contig(x, true);
-        else if (p != Place::Input && p != Place::Shared && p != Place::Constant &&
-                 p != Place::Buffer && p != Place::Contig)
-          x = make_contig(x, false);
-        ensure_contig_steps(nullptr, x);
+        // when updating x in place).
+        const int x = fixed_address_operand(idx(n->inputs[0]));
         st.kind = StepKind::IncRows;
         st.checks = true;
         st.index_rank = n->type.ndim();
