@@ -262,6 +262,19 @@ struct CudaProgram::Impl {
   void capture_call_graph(Instance& inst, CallState& cs);
   void clear_memo();
   void run_host_op(Instance& inst, const Step& st);
+  // fn(k, value, offset, bytes) for each output computed on the device, with its place in a
+  // staging block whose first output starts at `first`: 16-byte aligned, in output order.
+  template <class Fn>
+  void for_each_device_output(std::size_t first, Fn&& fn) const {
+    std::size_t off = first;
+    for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
+      const int o = plan.outputs[k];
+      if (val(o).place == Place::Host) continue;
+      const std::size_t n = nbytes(o);
+      fn(k, o, off, n);
+      off += (n + 15) / 16 * 16;
+    }
+  }
   std::size_t output_staging_bytes() const;
   // Copy the outputs back (output_bytes: output_staging_bytes()) into `results`.
   void stage_outputs_lazily(const Instance& inst, std::size_t output_bytes,
@@ -1064,8 +1077,9 @@ void CudaProgram::Impl::clear_memo() {
 
 std::size_t CudaProgram::Impl::output_staging_bytes() const {
   std::size_t staged = 0;
-  for (int o : plan.outputs)
-    if (val(o).place != Place::Host) staged += (nbytes(o) + 15) / 16 * 16;
+  for_each_device_output(0, [&](std::size_t, int, std::size_t off, std::size_t n) {
+    staged = off + (n + 15) / 16 * 16;
+  });
   return staged;
 }
 
@@ -1094,28 +1108,19 @@ void CudaProgram::Impl::stage_outputs_lazily(const Instance& inst, std::size_t o
     slot.bytes = output_bytes;
   }
   char* const pinned = static_cast<char*>(slot.pinned);
-  std::size_t off = 0;
-  for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
-    const int o = plan.outputs[k];
-    if (val(o).place == Place::Host) {
-      results[k] = host[static_cast<std::size_t>(o)].clone();
-      continue;
-    }
-    const std::size_t n = nbytes(o);
+  for_each_device_output(0, [&](std::size_t k, int o, std::size_t off, std::size_t n) {
     results[k] = Tensor::empty(shapes[static_cast<std::size_t>(o)], dtype(o));
-    if (n) {
-      rt.memcpy_d2h(pinned + off, pointer(inst, o), n, stream);
-      Runtime* r = &rt;
-      const Event ev = slot.event;
-      const char* src = pinned + off;
-      results[k].storage()->set_pending([r, ev, src, n](void* dst) {
-        r->event_synchronize(ev);
-        std::memcpy(dst, src, n);
-      });
-      slot.waiting.push_back(results[k].storage());
-    }
-    off += (n + 15) / 16 * 16;
-  }
+    if (!n) return;
+    rt.memcpy_d2h(pinned + off, pointer(inst, o), n, stream);
+    Runtime* r = &rt;
+    const Event ev = slot.event;
+    const char* src = pinned + off;
+    results[k].storage()->set_pending([r, ev, src, n](void* dst) {
+      r->event_synchronize(ev);
+      std::memcpy(dst, src, n);
+    });
+    slot.waiting.push_back(results[k].storage());
+  });
   rt.record_event(slot.event, stream);
 }
 
@@ -1131,30 +1136,18 @@ void CudaProgram::Impl::stage_outputs_waiting(const Instance& inst, std::size_t 
     out_pinned_bytes = staged;
   }
   char* const pinned = static_cast<char*>(out_pinned);
-  std::size_t off = plan.any_checks ? 8 : 0;
-  for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
-    const int o = plan.outputs[k];
-    if (val(o).place == Place::Host) continue;
-    const std::size_t n = nbytes(o);
+  const std::size_t first = plan.any_checks ? 8 : 0;  // the error word comes first
+  for_each_device_output(first, [&](std::size_t, int o, std::size_t off, std::size_t n) {
     if (n) rt.memcpy_d2h(pinned + off, pointer(inst, o), n, stream);
-    off += (n + 15) / 16 * 16;
-  }
+  });
   int err = 0;
   if (plan.any_checks) rt.memcpy_d2h(pinned, err_dev.get(), sizeof err, stream);
   rt.synchronize(stream);
   if (plan.any_checks) std::memcpy(&err, pinned, sizeof err);
-  off = plan.any_checks ? 8 : 0;
-  for (std::size_t k = 0; k < plan.outputs.size(); ++k) {
-    const int o = plan.outputs[k];
-    if (val(o).place == Place::Host) {
-      results[k] = host[static_cast<std::size_t>(o)].clone();
-      continue;
-    }
-    const std::size_t n = nbytes(o);
+  for_each_device_output(first, [&](std::size_t k, int o, std::size_t off, std::size_t n) {
     results[k] = Tensor::empty(shapes[static_cast<std::size_t>(o)], dtype(o));
     if (n) std::memcpy(results[k].raw_data(), pinned + off, n);
-    off += (n + 15) / 16 * 16;
-  }
+  });
   if (err) {
     rt.memset_d(err_dev.get(), 0, 8, stream);
     std::string who;
@@ -1423,6 +1416,11 @@ std::vector<Tensor> CudaProgram::run(const std::vector<Tensor>& inputs) {
     m.stage_outputs_lazily(inst, output_bytes, results);
   else if (!m.plan.outputs.empty() || m.plan.any_checks)
     m.stage_outputs_waiting(inst, output_bytes, results);
+  // Outputs computed on the host (sizes, scalar arithmetic on inputs).
+  for (std::size_t k = 0; k < m.plan.outputs.size(); ++k) {
+    const int o = m.plan.outputs[k];
+    if (m.val(o).place == Place::Host) results[k] = m.host[static_cast<std::size_t>(o)].clone();
+  }
   // Only steady-state calls (memoized state, graph replayed) count: the first calls build.
   if (m.profile && hit && (own || inst.graph)) {
     const auto t_end = prof_now(true);
