@@ -320,3 +320,18 @@ TEST_CASE("row chains: independent kernels between the members move before the p
       CHECK(b.s.buffers[root].producer < static_cast<int>(k));
     }
 }
+
+TEST_CASE(
+    "a whole-array mean over a value with a size-1 axis is a final reduction, not a host step") {
+  // The final reduction covers each point once: a static size-1 axis has a single point, so
+  // the value need not vary along it (it used to fall back to the op's perform on the host).
+  auto x = tensor(Dtype::Float32, Shape{1, -1}, "x");
+  auto y = fmatrix("y");
+  Built b = build({x, y}, {mean(sqr(x)), y + mean(sqr(x * 2.0f))});
+  INFO(b.s.describe());
+  CHECK(count_kind(b.s, KernelKind::Host) == 0);
+  int finals = 0;
+  for (const Kernel& k : b.s.kernels)
+    for (const Expr& e : k.loop.exprs) finals += e.kind == ExprKind::Reduce && e.final;
+  CHECK(finals == 2);  // both means, in one kernel here
+}

@@ -904,9 +904,11 @@ bool assign_levels(LoopKernel& lk) {
           // (and all inner ones when it is an inner value).
           bool inner_val = false;
           for (int d = 0; d < r; ++d) inner_val = inner_val || (inner[d] && av[d]);
+          // (A static size-1 axis has one point: a value need not vary along it.)
           for (int d = 0; d < r; ++d) {
-            if (!inner[d] && !av[d]) return false;
-            if (inner[d] && inner_val && !av[d]) return false;
+            const bool single = lk.domain[d].is_static() && lk.domain[d].size == 1;
+            if (!inner[d] && !av[d] && !single) return false;
+            if (inner[d] && inner_val && !av[d] && !single) return false;
           }
           if (!inner_val && has_inner) {
             // Accumulated once per outer point: fine.
