@@ -6,9 +6,10 @@
 // compile times cold (empty kernel cache) and warm, and the variants: with/without reading
 // the cost every step, with/without CUDA graphs, the products as generated skinny-gemm
 // kernels (the default for <= 32 output columns; the logits product and the mean cost
-// inside the row kernel) or separate kernels (THEA_CUDA_SKINNY_GEMM=nofuse,
-// THEA_CUDA_FUSE_TOTAL=0) or cuBLAS (THEA_CUDA_SKINNY_GEMM=0), and the host-minibatch path
-// of the app.
+// inside the row kernel) or separate kernels (THEA_CUDA_SKINNY_GEMM=nofuse) or cuBLAS
+// (THEA_CUDA_SKINNY_GEMM=0), the backend's own row groups instead of the shared schedule's
+// groups (THEA_CUDA_LOWERING=legacy, also with THEA_CUDA_FUSE_TOTAL=0), and the
+// host-minibatch path of the app.
 // Every model is thea::models::build_softmax_regression, the app's.
 #include <fmt/core.h>
 #include <unistd.h>
@@ -191,6 +192,7 @@ int main(int argc, char** argv) {
     };
     std::vector<Variant> variants;
     double gemm_skinny_ms = 0, gemm_nofuse_ms = 0, gemm_cublas_ms = 0, mean_kernel_ms = 0;
+    double legacy_ms = 0;
     struct Breakdown {
       std::string name;
       double host_us_per_step, drain_ms, test_ms;
@@ -251,11 +253,18 @@ int main(int argc, char** argv) {
       Model nf = build(backend, data, true, 42, "nofuse");
       add_variant("skinny_gemm nofuse", nf);
       gemm_nofuse_ms = variants.back().ms;
-      // The mean cost as a reduce kernel of its own instead of inside the row kernel.
+      // The backend's own row groups (THEA_CUDA_LOWERING=legacy) against the shared
+      // schedule's groups (the default), and there the mean cost as a reduce kernel of its
+      // own instead of inside the row kernel.
+      setenv("THEA_CUDA_LOWERING", "legacy", 1);
+      Model lg = build(backend, data, true, 42);
+      add_variant("legacy_lowering (row groups)", lg);
+      legacy_ms = variants.back().ms;
       setenv("THEA_CUDA_FUSE_TOTAL", "0", 1);
       Model nt = build(backend, data, true, 42);
       unsetenv("THEA_CUDA_FUSE_TOTAL");
-      add_variant("mean_kernel (FUSE_TOTAL=0)", nt);
+      unsetenv("THEA_CUDA_LOWERING");
+      add_variant("legacy mean_kernel (FUSE_TOTAL=0)", nt);
       mean_kernel_ms = variants.back().ms;
       Model cb = build(backend, data, true, 42, "0");
       fmt::print("cuBLAS train schedule ({} kernels):\n{}", cb.train.kernel_count(),
@@ -264,10 +273,12 @@ int main(int argc, char** argv) {
       gemm_skinny_ms = skinny_ms;
       gemm_cublas_ms = variants.back().ms;
       fmt::print(
-          "gemm path: skinny (fused) {:.3f} ms/epoch, skinny nofuse {:.3f}, mean kernel {:.3f}, "
-          "cuBLAS {:.3f} ms/epoch ({:.2f}x)\n",
+          "gemm path: skinny (fused) {:.3f} ms/epoch, skinny nofuse {:.3f}, legacy mean kernel "
+          "{:.3f}, cuBLAS {:.3f} ms/epoch ({:.2f}x)\n",
           skinny_ms, gemm_nofuse_ms, mean_kernel_ms, gemm_cublas_ms,
           skinny_ms > 0 ? gemm_cublas_ms / skinny_ms : 0.0);
+      fmt::print("lowering: schedule {:.3f} ms/epoch, legacy row groups {:.3f} ({:.2f}x)\n",
+                 skinny_ms, legacy_ms, skinny_ms > 0 ? legacy_ms / skinny_ms : 0.0);
       Model cbu = build(backend, data, false, 42, "0");
       add_variant("cublas_gemm updates_only", cbu);
       measure_breakdown("cublas_updates_only", cbu);
@@ -364,6 +375,7 @@ int main(int argc, char** argv) {
       j << "\n  },\n  \"gemm_path\": {\"skinny_ms_per_epoch\": " << gemm_skinny_ms
         << ", \"skinny_nofuse_ms_per_epoch\": " << gemm_nofuse_ms
         << ", \"mean_kernel_ms_per_epoch\": " << mean_kernel_ms
+        << ", \"legacy_lowering_ms_per_epoch\": " << legacy_ms
         << ", \"cublas_ms_per_epoch\": " << gemm_cublas_ms << "}";
       j << ",\n  \"breakdown\": {";
       for (std::size_t k = 0; k < breakdown.size(); ++k)

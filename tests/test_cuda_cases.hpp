@@ -27,6 +27,35 @@
 
 namespace thea::cuda_tests {
 
+// Sets an environment variable for a scope (unset: nullptr), restoring it afterwards: the
+// cuda backend reads its switches at each lowering.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      setenv(name, value, 1);
+    else
+      unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (old_)
+      setenv(name_, old_->c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// The cuda lowerings: the shared schedule's groups (the default) and the backend's own row
+// groups (THEA_CUDA_LOWERING=legacy), kept for comparison on a GPU.
+inline const std::vector<const char*> kLowerings = {"schedule", "legacy"};
+
 inline const std::vector<Dtype> kDtypes = {Dtype::Bool,  Dtype::UInt8,   Dtype::Int32,
                                            Dtype::Int64, Dtype::Float32, Dtype::Float64};
 

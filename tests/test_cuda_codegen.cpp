@@ -3,8 +3,11 @@
 // backend. Also structural checks of the lowering (fusion, in-place updates, kernel counts).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +21,7 @@
 #include "cuda/nvrtc_compiler.hpp"
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
+#include "thea/schedule.hpp"
 
 using namespace thea;
 using namespace thea::cuda_tests;
@@ -103,29 +107,32 @@ TEST_CASE(
     FunctionGraph fg({x.node(), d.node(), i.node()}, {out.node()}, {});
     Seen seen;
     for (const cuda::Step& st : cuda::lower(fg).steps) {
-      seen.softmax_steps += st.kind == cuda::StepKind::Softmax;
+      seen.softmax_steps += dynamic_cast<const Softmax*>(st.node->op.get()) != nullptr;
       seen.dnn_steps += st.try_dnn;
     }
     return seen;
   };
-  Seen alone = lower_outputs(nnet::softmax(x));
-  CHECK(alone.softmax_steps == 1);
-  CHECK(alone.dnn_steps == 1);
-  CHECK(lower_outputs(nnet::log_softmax(x)).dnn_steps == 1);
-  CHECK(lower_outputs(nnet::softmax(d)).dnn_steps == 1);
-  // An input expression fused into the softmax's kernel: thea's kernel.
-  CHECK(lower_outputs(nnet::softmax(exp(x) * 2.0f)).dnn_steps == 0);
-  // Rows sliced from a start given per call: cuDNN would keep the first call's address in a
-  // replayed graph; thea's kernel reads it per call.
-  Seen sliced =
-      lower_outputs(nnet::softmax(subtensor(x, {Slice(i, i + Variable(std::int64_t{4}))})));
-  CHECK(sliced.softmax_steps == 1);
-  CHECK(sliced.dnn_steps == 0);
-  setenv("THEA_CUDA_CUDNN", "0", 1);
-  Seen off = lower_outputs(nnet::softmax(x));
-  unsetenv("THEA_CUDA_CUDNN");
-  CHECK(off.softmax_steps == 1);
-  CHECK(off.dnn_steps == 0);
+  for (const char* lowering : kLowerings) {
+    CAPTURE(lowering);
+    ScopedEnv env("THEA_CUDA_LOWERING", lowering);
+    Seen alone = lower_outputs(nnet::softmax(x));
+    CHECK(alone.softmax_steps == 1);
+    CHECK(alone.dnn_steps == 1);
+    CHECK(lower_outputs(nnet::log_softmax(x)).dnn_steps == 1);
+    CHECK(lower_outputs(nnet::softmax(d)).dnn_steps == 1);
+    // An input expression fused into the softmax's kernel: thea's kernel.
+    CHECK(lower_outputs(nnet::softmax(exp(x) * 2.0f)).dnn_steps == 0);
+    // Rows sliced from a start given per call: cuDNN would keep the first call's address in
+    // a replayed graph; thea's kernel reads it per call.
+    Seen sliced =
+        lower_outputs(nnet::softmax(subtensor(x, {Slice(i, i + Variable(std::int64_t{4}))})));
+    CHECK(sliced.softmax_steps == 1);
+    CHECK(sliced.dnn_steps == 0);
+    ScopedEnv no_dnn("THEA_CUDA_CUDNN", "0");
+    Seen off = lower_outputs(nnet::softmax(x));
+    CHECK(off.softmax_steps == 1);
+    CHECK(off.dnn_steps == 0);
+  }
 }
 
 TEST_CASE("skinny gemm kernels compile to sm_90: float dtypes, 1 to 32 columns") {
@@ -155,10 +162,10 @@ TEST_CASE("skinny gemm kernels compile to sm_90: float dtypes, 1 to 32 columns")
 TEST_CASE("lowering: the tutorial step's products are skinny kernels reading the slice in place") {
   // THEA_CUDA_SKINNY_GEMM unset: the row kernel computes the logits itself (and the mean
   // cost), the update is a skinny kernel; "nofuse": two skinny kernels; "0": cuBLAS through
-  // pointer arrays. THEA_CUDA_FUSE_TOTAL=0: the mean is a reduce kernel of its own.
-  auto lower_step = [](std::int64_t classes, const char* env, bool fuse_total = true) {
-    if (env) setenv("THEA_CUDA_SKINNY_GEMM", env, 1);
-    if (!fuse_total) setenv("THEA_CUDA_FUSE_TOTAL", "0", 1);
+  // pointer arrays. Legacy lowering, THEA_CUDA_FUSE_TOTAL=0: the mean is a reduce kernel.
+  auto lower_step = [](std::int64_t classes, const char* skinny, bool fuse_total = true) {
+    ScopedEnv skinny_env("THEA_CUDA_SKINNY_GEMM", skinny);
+    ScopedEnv total_env("THEA_CUDA_FUSE_TOTAL", fuse_total ? nullptr : "0");
     const std::int64_t bs = 128;
     Variable trX = shared(Tensor::zeros({1024, 784}), "trX");
     Variable trY = shared(Tensor::zeros({1024, classes}), "trY");
@@ -170,10 +177,7 @@ TEST_CASE("lowering: the tutorial step's products are skinny kernels reading the
     Variable g = grad(cost, w);
     FunctionGraph fg({i.node()}, {cost.node()}, {{w.node(), (w - g * 0.05f).node()}});
     run_rewrites(fg);
-    cuda::Plan plan = cuda::lower(fg);
-    unsetenv("THEA_CUDA_SKINNY_GEMM");
-    unsetenv("THEA_CUDA_FUSE_TOTAL");
-    return plan;
+    return cuda::lower(fg);
   };
   struct Count {
     int gemms = 0, skinny = 0, indirect = 0, inplace = 0, prologues = 0, copies = 0, totals = 0;
@@ -183,8 +187,10 @@ TEST_CASE("lowering: the tutorial step's products are skinny kernels reading the
     for (const cuda::Step& st : plan.steps) {
       CHECK(st.kind != cuda::StepKind::HostOp);
       c.copies += st.kind == cuda::StepKind::Copy;
-      c.totals += st.total >= 0;
-      if (st.kind == cuda::StepKind::RowGroup && st.prologue >= 0) {
+      // The mean of the rows' costs added up by the kernel computing them.
+      c.totals += st.total >= 0 || st.loop_scratch_words >= 0;
+      if ((st.kind == cuda::StepKind::RowGroup || st.kind == cuda::StepKind::Loop) &&
+          st.prologue >= 0) {
         ++c.prologues;
         // The logits are never stored; the slice is read through its per-call pointer.
         CHECK(plan.values[st.prologue].place == cuda::Place::Inline);
@@ -199,63 +205,70 @@ TEST_CASE("lowering: the tutorial step's products are skinny kernels reading the
     }
     return c;
   };
-  {
-    cuda::Plan plan = lower_step(10, nullptr);
-    INFO(plan.describe());
-    Count c = count(plan);
-    CHECK(c.prologues == 1);
-    CHECK(c.gemms == 1);
-    CHECK(c.skinny == 1);
-    CHECK(c.inplace == 1);
-    CHECK(c.indirect == 0);
-    CHECK(c.copies == 0);
-    CHECK(c.totals == 1);
-    // The row kernel (with the product and the mean), the in-place update.
-    CHECK(plan.kernel_launches() == 2);
-    CHECK(plan.steps.size() == 2);
-    CHECK(plan.describe().find("with dot") != std::string::npos);
-    CHECK(plan.describe().find("with mean of rows") != std::string::npos);
-  }
-  {
-    cuda::Plan plan = lower_step(10, nullptr, false);
-    INFO(plan.describe());
-    Count c = count(plan);
-    CHECK(c.prologues == 1);
-    CHECK(c.totals == 0);
-    CHECK(plan.kernel_launches() == 3);  // the row kernel, the mean, the update
-  }
-  {
-    cuda::Plan plan = lower_step(10, "nofuse");
-    INFO(plan.describe());
-    Count c = count(plan);
-    CHECK(c.prologues == 0);
-    CHECK(c.gemms == 2);
-    CHECK(c.skinny == 2);
-    CHECK(c.inplace == 1);
-    CHECK(c.indirect == 0);
-    CHECK(c.copies == 0);
-    CHECK(c.totals == 1);
-    CHECK(plan.kernel_launches() == 3);
-  }
-  for (const char* env : {"0", "off"}) {
-    CAPTURE(env);
-    cuda::Plan plan = lower_step(10, env);
-    INFO(plan.describe());
-    Count c = count(plan);
-    CHECK(c.prologues == 0);
-    CHECK(c.gemms == 2);
-    CHECK(c.skinny == 0);
-    CHECK(c.indirect == 2);  // the slice's start is per call: cuBLAS reads pointer arrays
-    CHECK(plan.describe().find("skinny") == std::string::npos);
-  }
-  {
-    // More than 32 columns: cuBLAS, and no fusion.
-    cuda::Plan plan = lower_step(33, nullptr);
-    INFO(plan.describe());
-    Count c = count(plan);
-    CHECK(c.prologues == 0);
-    CHECK(c.gemms == 2);
-    CHECK(c.skinny == 0);
+  for (const char* lowering : kLowerings) {
+    CAPTURE(lowering);
+    ScopedEnv env("THEA_CUDA_LOWERING", lowering);
+    const bool legacy = std::string(lowering) == "legacy";
+    {
+      cuda::Plan plan = lower_step(10, nullptr);
+      INFO(plan.describe());
+      Count c = count(plan);
+      CHECK(c.prologues == 1);
+      CHECK(c.gemms == 1);
+      CHECK(c.skinny == 1);
+      CHECK(c.inplace == 1);
+      CHECK(c.indirect == 0);
+      CHECK(c.copies == 0);
+      CHECK(c.totals == 1);
+      // The row kernel (with the product and the mean), the in-place update.
+      CHECK(plan.kernel_launches() == 2);
+      CHECK(plan.steps.size() == 2);
+      CHECK(plan.steps[0].kind == (legacy ? cuda::StepKind::RowGroup : cuda::StepKind::Loop));
+      CHECK(plan.describe().find("with dot") != std::string::npos);
+      CHECK(plan.describe().find(legacy ? "with mean of rows" : "with totals") !=
+            std::string::npos);
+    }
+    if (legacy) {
+      cuda::Plan plan = lower_step(10, nullptr, false);
+      INFO(plan.describe());
+      Count c = count(plan);
+      CHECK(c.prologues == 1);
+      CHECK(c.totals == 0);
+      CHECK(plan.kernel_launches() == 3);  // the row kernel, the mean, the update
+    }
+    {
+      cuda::Plan plan = lower_step(10, "nofuse");
+      INFO(plan.describe());
+      Count c = count(plan);
+      CHECK(c.prologues == 0);
+      CHECK(c.gemms == 2);
+      CHECK(c.skinny == 2);
+      CHECK(c.inplace == 1);
+      CHECK(c.indirect == 0);
+      CHECK(c.copies == 0);
+      CHECK(c.totals == 1);
+      CHECK(plan.kernel_launches() == 3);
+    }
+    for (const char* skinny : {"0", "off"}) {
+      CAPTURE(skinny);
+      cuda::Plan plan = lower_step(10, skinny);
+      INFO(plan.describe());
+      Count c = count(plan);
+      CHECK(c.prologues == 0);
+      CHECK(c.gemms == 2);
+      CHECK(c.skinny == 0);
+      CHECK(c.indirect == 2);  // the slice's start is per call: cuBLAS reads pointer arrays
+      CHECK(plan.describe().find("skinny") == std::string::npos);
+    }
+    {
+      // More than 32 columns: cuBLAS, and no fusion.
+      cuda::Plan plan = lower_step(33, nullptr);
+      INFO(plan.describe());
+      Count c = count(plan);
+      CHECK(c.prologues == 0);
+      CHECK(c.gemms == 2);
+      CHECK(c.skinny == 0);
+    }
   }
 }
 
@@ -266,12 +279,16 @@ TEST_CASE("row kernels computing their product compile to sm_90: float dtypes, 2
       CAPTURE(dtype_name(d));
       CAPTURE(n);
       Case c = row_gemm_case(d, 5, 37, n);
-      compile_nvrtc(c, std::string("row_gemm_") + dtype_name(d) + "_" + std::to_string(n));
-      cuda::Plan plan = lower_case(c);
-      INFO(plan.describe());
-      int prologues = 0;
-      for (const cuda::Step& st : plan.steps) prologues += st.prologue >= 0;
-      CHECK(prologues >= 4);
+      for (const char* lowering : kLowerings) {
+        CAPTURE(lowering);
+        ScopedEnv env("THEA_CUDA_LOWERING", lowering);
+        compile_nvrtc(c, std::string("row_gemm_") + dtype_name(d) + "_" + std::to_string(n));
+        cuda::Plan plan = lower_case(c);
+        INFO(plan.describe());
+        int prologues = 0;
+        for (const cuda::Step& st : plan.steps) prologues += st.prologue >= 0;
+        CHECK(prologues >= 4);
+      }
     }
 }
 
@@ -347,15 +364,20 @@ TEST_CASE("row kernels adding up their rows agree with the reference on the emul
       for (bool shared_x : {false, true}) {
         CAPTURE(shared_x);
         Case c = row_total_case(d, s.m, s.n, shared_x);
-        cuda::Plan plan = lower_case(c);
-        INFO(plan.describe());
-        int totals = 0;
-        for (const cuda::Step& st : plan.steps) totals += st.total >= 0;
-        CHECK(totals == (shared_x ? 1 : 4));
-        if (s.m == 5)  // the kernels are generic over sizes: one NVRTC compile per dtype / n
-          compile_nvrtc(c, std::string("row_total_") + dtype_name(d));
-        const double tol = d == Dtype::Float32 ? 1e-5 : 1e-9;
-        compare_emu(c, tol, tol);
+        for (const char* lowering : kLowerings) {
+          CAPTURE(lowering);
+          ScopedEnv env("THEA_CUDA_LOWERING", lowering);
+          cuda::Plan plan = lower_case(c);
+          INFO(plan.describe());
+          int totals = 0;
+          for (const cuda::Step& st : plan.steps)
+            totals += st.total >= 0 || st.loop_scratch_words >= 0;
+          CHECK(totals == (shared_x ? 1 : 4));
+          if (s.m == 5)  // the kernels are generic over sizes: one NVRTC compile per dtype / n
+            compile_nvrtc(c, std::string("row_total_") + dtype_name(d));
+          const double tol = d == Dtype::Float32 ? 1e-5 : 1e-9;
+          compare_emu(c, tol, tol);
+        }
       }
     }
 }
@@ -520,6 +542,84 @@ TEST_CASE("lowering: a pure elementwise expression is one kernel") {
   cuda::Plan plan = cuda::lower(fg);
   CHECK(plan.kernel_launches() == 1);
   CHECK(plan.steps.at(0).fused.size() >= 7);
+}
+
+TEST_CASE("lowering: the cuda kernels are the shared schedule's loop kernels") {
+  // Each loop step renders one loop kernel of sched::make_schedule (the cpu backend's
+  // groups), and distinct steps render distinct kernels: on random graphs and the tutorial.
+  auto check_groups = [](FunctionGraph& fg) {
+    run_rewrites(fg);
+    const sched::Schedule schedule = sched::make_schedule(fg);
+    const cuda::Plan plan = cuda::lower(fg);
+    INFO(plan.describe());
+    INFO(schedule.describe());
+    std::set<std::size_t> rendered;
+    int loops = 0;
+    for (const cuda::Step& st : plan.steps) {
+      if (st.kind != cuda::StepKind::Loop) continue;
+      ++loops;
+      REQUIRE(st.loop);
+      std::size_t found = schedule.kernels.size();
+      for (std::size_t k = 0; k < schedule.kernels.size() && found == schedule.kernels.size();
+           ++k) {
+        const sched::Kernel& kr = schedule.kernels[k];
+        if (kr.kind != sched::KernelKind::Loop) continue;
+        bool all = !st.fused.empty();
+        for (const NodePtr& n : st.fused)
+          all = all && std::find(kr.nodes.begin(), kr.nodes.end(), n) != kr.nodes.end();
+        if (all) found = k;
+      }
+      CHECK_MESSAGE(found < schedule.kernels.size(), st.node->describe());
+      CHECK(rendered.insert(found).second);
+      CHECK(st.loop->exprs.size() == schedule.kernels[found].loop.exprs.size());
+    }
+    // No other step kind computes elementwise ops or reductions.
+    for (const cuda::Step& st : plan.steps) {
+      CHECK(st.kind != cuda::StepKind::Map);
+      CHECK(st.kind != cuda::StepKind::Reduce);
+      CHECK(st.kind != cuda::StepKind::RowGroup);
+      CHECK(st.kind != cuda::StepKind::Softmax);
+    }
+    return loops;
+  };
+  int loops = 0;
+  for (std::uint64_t seed = 1000; seed < 1012; ++seed) {
+    CAPTURE(seed);
+    RandomGraph g = random_graph(seed);
+    std::vector<NodePtr> ins, outs;
+    for (const Variable& v : g.inputs) ins.push_back(v.node());
+    for (const Variable& v : g.outputs) outs.push_back(v.node());
+    FunctionGraph fg(ins, outs, {});
+    loops += check_groups(fg);
+  }
+  CHECK(loops >= 12);
+  Variable X = fmatrix("X"), Y = fmatrix("Y");
+  Variable w = shared(Tensor::zeros({784, 10}), "w");
+  Variable cost = mean(nnet::categorical_crossentropy(nnet::softmax(dot(X, w)), Y));
+  FunctionGraph fg({X.node(), Y.node()}, {cost.node()},
+                   {{w.node(), (w - grad(cost, w) * 0.05f).node()}});
+  CHECK(check_groups(fg) == 1);
+}
+
+TEST_CASE("loop kernels print non-finite and tiny constants that NVRTC and the emulator read") {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Case c;
+  Variable x = fmatrix("x"), d = dmatrix("d");
+  c.inputs = {x, d};
+  c.outputs = {maximum(x, Variable(-inf)) + minimum(x, Variable(inf)),
+               switch_(gt(d, 1.0), d, Variable(inf)), switch_(gt(x, 1.0f), x, Variable(nan)),
+               d * Variable(1e-300) + Variable(0.1)};
+  c.args = {sample({3, 5}, Dtype::Float32, 1), sample({3, 5}, Dtype::Float64, 2)};
+  compile_nvrtc(c, "constants");
+  compare_emu(c, 0, 0);
+}
+
+TEST_CASE("lowering: an unknown THEA_CUDA_LOWERING is an error naming it") {
+  Variable x = fmatrix("x");
+  FunctionGraph fg({x.node()}, {exp(x).node()}, {});
+  ScopedEnv env("THEA_CUDA_LOWERING", "fastest");
+  CHECK_THROWS_WITH_AS(cuda::lower(fg), doctest::Contains("THEA_CUDA_LOWERING=fastest"), Error);
 }
 
 TEST_CASE("lowering: slice bounds computed on the device are refused with a reason") {

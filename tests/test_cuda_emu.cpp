@@ -472,11 +472,13 @@ TEST_CASE("cuda_emu: random graphs agree with the reference") {
 // call reused the first call's input tensors in host steps), 117 (a copy kernel wrote a
 // dynamic view's output through an unassigned argument slot), 30005 (w - dot(row, w), the
 // product broadcast over w's rows, was lowered as a gemm into w), 40582 (an update to
-// x[i, -6] copied from the slice's address at capture time, not this call's).
+// x[i, -6] copied from the slice's address at capture time, not this call's); with the
+// schedule's groups, 70048 and 70242 (a kernel writing one update in place also stored a
+// value a later kernel read, but in-place steps run last).
 TEST_CASE("cuda_emu: fuzz regression seeds") {
   register_emu();
   REQUIRE(fuzz::kGeneratorVersion == 1);
-  for (std::uint64_t seed : {11, 16, 19, 117, 30005, 40582}) {
+  for (std::uint64_t seed : {11, 16, 19, 117, 30005, 40582, 70048, 70242}) {
     FunctionOptions a, b;
     a.backend = "cuda_emu";
     b.backend = "reference";
@@ -490,6 +492,15 @@ TEST_CASE("cuda_emu: fuzz regression seeds") {
 TEST_CASE("cuda_emu: the shared fuzz generator's graphs agree with the reference") {
   register_emu();
   cuda_tests::fuzz_generator_vs_reference("cuda_emu", 1, 40, 1e9,
+                                          std::getenv("THEA_FUZZ_VERBOSE") != nullptr);
+}
+
+// The backend's own row groups (THEA_CUDA_LOWERING=legacy), kept until a GPU compares them
+// with the shared schedule's groups: the tutorial step and a few of the shared graphs.
+TEST_CASE("cuda_emu: the legacy lowering still agrees with the reference") {
+  register_emu();
+  cuda_tests::ScopedEnv env("THEA_CUDA_LOWERING", "legacy");
+  cuda_tests::fuzz_generator_vs_reference("cuda_emu", 1, 12, 1e9,
                                           std::getenv("THEA_FUZZ_VERBOSE") != nullptr);
 }
 

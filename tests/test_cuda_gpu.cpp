@@ -125,7 +125,11 @@ TEST_CASE("gpu: large shapes: grid-stride loops, long rows, many rows") {
                dot(x.T(), x)};
   c.args = {Tensor::random_normal({3000, 700}, 0, 1, 1), Tensor::random_normal({7, 50000}, 0, 1, 2),
             Tensor::random_normal({3000000}, 0, 1, 3)};
-  compare_backends(c, "cuda", 2e-4, 2e-4);
+  for (const char* lowering : kLowerings) {
+    CAPTURE(lowering);
+    ScopedEnv env("THEA_CUDA_LOWERING", lowering);
+    compare_backends(c, "cuda", 2e-4, 2e-4);
+  }
 }
 
 TEST_CASE("gpu: the tutorial step with a device-resident dataset, replayed") {
@@ -183,25 +187,28 @@ TEST_CASE("gpu: row kernels computing their product and adding up their rows") {
   struct Shape3 {
     std::int64_t m, k, n;
   };
-  for (Dtype d : {Dtype::Float32, Dtype::Float64}) {
-    CAPTURE(dtype_name(d));
-    const double tol = d == Dtype::Float32 ? 2e-5 : 1e-9;
-    for (Shape3 s : {Shape3{5, 37, 10}, Shape3{1, 33, 2}, Shape3{0, 7, 3}, Shape3{128, 784, 10},
-                     Shape3{9, 600, 32}, Shape3{2048, 784, 10}}) {
-      CAPTURE(s.m);
-      CAPTURE(s.k);
-      CAPTURE(s.n);
-      compare_backends(row_gemm_case(d, s.m, s.k, s.n), "cuda", tol, tol);
-    }
-    // Many blocks leave partials (the last one to finish adds them): many rows, long rows.
-    for (Shape3 s :
-         {Shape3{0, 0, 3}, Shape3{128, 0, 10}, Shape3{100000, 0, 10}, Shape3{300, 0, 3000}})
-      for (bool shared_x : {false, true}) {
+  for (const char* lowering : kLowerings)
+    for (Dtype d : {Dtype::Float32, Dtype::Float64}) {
+      CAPTURE(lowering);
+      ScopedEnv env("THEA_CUDA_LOWERING", lowering);
+      CAPTURE(dtype_name(d));
+      const double tol = d == Dtype::Float32 ? 2e-5 : 1e-9;
+      for (Shape3 s : {Shape3{5, 37, 10}, Shape3{1, 33, 2}, Shape3{0, 7, 3}, Shape3{128, 784, 10},
+                       Shape3{9, 600, 32}, Shape3{2048, 784, 10}}) {
         CAPTURE(s.m);
+        CAPTURE(s.k);
         CAPTURE(s.n);
-        compare_backends(row_total_case(d, s.m, s.n, shared_x), "cuda", tol, tol);
+        compare_backends(row_gemm_case(d, s.m, s.k, s.n), "cuda", tol, tol);
       }
-  }
+      // Many blocks leave partials (the last one to finish adds them): many rows, long rows.
+      for (Shape3 s :
+           {Shape3{0, 0, 3}, Shape3{128, 0, 10}, Shape3{100000, 0, 10}, Shape3{300, 0, 3000}})
+        for (bool shared_x : {false, true}) {
+          CAPTURE(s.m);
+          CAPTURE(s.n);
+          compare_backends(row_total_case(d, s.m, s.n, shared_x), "cuda", tol, tol);
+        }
+    }
 }
 
 TEST_CASE("gpu: the tutorial step: skinny gemm runs are bit-identical and agree with cuBLAS") {
@@ -277,6 +284,12 @@ TEST_CASE("gpu: random graphs agree with the reference") {
 TEST_CASE("gpu: random graphs from the shared fuzz generator agree with the reference") {
   if (!gpu_or_skip()) return;
   fuzz_generator_vs_reference("cuda", 1, 200, 45, true);
+}
+
+TEST_CASE("gpu: the legacy lowering's row groups agree with the reference (kept to compare)") {
+  if (!gpu_or_skip()) return;
+  ScopedEnv env("THEA_CUDA_LOWERING", "legacy");
+  fuzz_generator_vs_reference("cuda", 1, 60, 30, true);
 }
 
 TEST_CASE("gpu: the shared generator's graphs with their calls repeated (call-key graphs)") {

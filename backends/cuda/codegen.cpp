@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "cuda/kernel_cache.hpp"
+#include "cuda/kernel_writer.hpp"
 #include "cuda/nvrtc_compiler.hpp"
 #include "disk_cache.hpp"
 #include "thea/error.hpp"
@@ -32,61 +33,6 @@ template <class T>
 const T* op_as(const NodePtr& n) {
   return n->kind == NodeKind::Apply ? dynamic_cast<const T*>(n->op.get()) : nullptr;
 }
-
-// Builds one kernel: collects parameter words and the body text.
-class KernelWriter {
- public:
-  KernelWriter(const Plan& plan, Step& step) : plan_(plan), step_(step) {}
-
-  const Value& val(int i) const { return plan_.values[static_cast<std::size_t>(i)]; }
-  Dtype dtype_of(int v) const { return val(v).node->type.dtype; }
-
-  // Returns "p.w[k]" for a new parameter word.
-  std::string word(ParamWord w) {
-    step_.params.push_back(std::move(w));
-    return "p.w[" + std::to_string(step_.params.size() - 1) + "]";
-  }
-  std::string word_const(std::int64_t c) { return word({W::Const, -1, 0, 0, c, {}}); }
-  std::string word_dim(int v, int axis) { return word({W::Dim, v, axis, 0, 0, {}}); }
-  std::string word_stride(int v, int axis) { return word({W::Stride, v, axis, 0, 0, {}}); }
-  std::string word_space_stride(int v, int axis, int rank) {
-    return word({W::SpaceStride, v, axis, rank, 0, {}});
-  }
-  std::string word_prod(int v, std::vector<int> axes) {
-    return word({W::Prod, v, 0, 0, 0, std::move(axes)});
-  }
-  std::string word_numel(int v) { return word({W::Numel, v, 0, 0, 0, {}}); }
-
-  // Expression for the data pointer of value v, typed T* (const unless writable).
-  std::string ptr(int v, bool writable = false) {
-    const std::string t = std::string(writable ? "" : "const ") + dtype_c_type(dtype_of(v)) + "*";
-    if (val(v).dynamic) return "((" + t + ")args[" + std::to_string(val(v).ptr_slot) + "])";
-    return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
-  }
-  // Kernel outputs are never views: a fresh buffer, a copy's own buffer, or (in place) the
-  // shared variable's buffer, all fixed for an instance.
-  std::string out_ptr() {
-    int v = step_.target >= 0 ? step_.target : step_.out;
-    const std::string t = std::string(dtype_c_type(val(step_.out).node->type.dtype)) + "*";
-    return "((" + t + ")" + word({W::Ptr, v, 0, 0, 0, {}}) + ")";
-  }
-
-  // A Host scalar read from the argument block, as its own dtype.
-  std::string host_scalar(int v) {
-    Dtype d = dtype_of(v);
-    std::string slot = std::to_string(val(v).scalar_slot);
-    if (is_float(d))
-      return "((" + std::string(dtype_c_type(d)) + ")thea_arg_f64(args, " + slot + "))";
-    if (d == Dtype::Bool) return "(thea_arg_i64(args, " + slot + ") != 0)";
-    return "((" + std::string(dtype_c_type(d)) + ")thea_arg_i64(args, " + slot + "))";
-  }
-
-  static std::string var(int v) { return "v" + std::to_string(v); }
-
-  std::ostringstream body;
-  const Plan& plan_;
-  Step& step_;
-};
 
 Dtype promote_all(const std::vector<Dtype>& ds) {
   Dtype p = ds[0];
@@ -371,19 +317,6 @@ std::string warp_sum_code(const std::string& ind) {
   return ind + "THEA_UNROLL for (int j = 0; j < NC; ++j)\n" + ind +
          "  for (int off = 16; off > 0; off /= 2)\n" + ind +
          "    acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], off, 32);\n";
-}
-
-std::string int_limit(Dtype d, bool max) {
-  switch (d) {
-    case Dtype::Bool:
-      return max ? "1" : "0";
-    case Dtype::UInt8:
-      return max ? "255" : "0";
-    case Dtype::Int32:
-      return max ? "2147483647" : "(-2147483647 - 1)";
-    default:
-      return max ? "9223372036854775807LL" : "(-9223372036854775807LL - 1)";
-  }
 }
 
 void render_reduce(KernelWriter& kw) {
@@ -758,6 +691,61 @@ void render_xent_softmax_dx(KernelWriter& kw) {
           << " * ((double)" << load2(kw, sm, "r", "c") << " - (c == y ? 1.0 : 0.0)));\n  }\n";
 }
 
+}  // namespace
+
+// The fused product P = A . B (rows x NC): shared memory holds the block's rows of P
+// (thea_tile), the warps' partial sums (thea_gpart), then the all-reduce scratch the sweeps
+// use (thea_smem), each region 16-byte aligned and sized from blockDim (see
+// row_group_gemm_config).
+void emit_row_product_setup(KernelWriter& kw) {
+  const Step& st = kw.step_;
+  const NodePtr& d = kw.val(st.prologue).node;
+  const std::string Tp = dtype_c_type(d->type.dtype);
+  const int a = st.gemm_a, b = st.gemm_b;
+  kw.body << "  constexpr int NC = " << d->type.shape[1] << ";\n"
+          << "  const long long K = " << kw.word_dim(a, 1) << ";\n"
+          << "  const long long as_i = " << kw.word_stride(a, 0)
+          << ", as_q = " << kw.word_stride(a, 1) << ";\n"
+          << "  const long long bs_q = " << kw.word_stride(b, 0)
+          << ", bs_j = " << kw.word_stride(b, 1) << ";\n"
+          << "  const " << Tp << "* A = " << kw.ptr(a) << ";\n"
+          << "  const " << Tp << "* B = " << kw.ptr(b) << ";\n"
+          << "  THEA_DYN_SMEM(thea_smem_base);\n"
+          << "  const unsigned thea_nw = blockDim.x / 32u;\n"
+          << "  const unsigned long long thea_tile_bytes = (blockDim.y * NC * sizeof(" << Tp
+          << ") + 15) / 16 * 16;\n"
+          << "  const unsigned long long thea_gpart_bytes = (blockDim.y * thea_nw * NC * sizeof("
+          << Tp << ") + 15) / 16 * 16;\n"
+          << "  " << Tp << "* thea_tile = reinterpret_cast<" << Tp << "*>(thea_smem_base);\n"
+          << "  " << Tp << "* thea_gpart = reinterpret_cast<" << Tp
+          << "*>(thea_smem_base + thea_tile_bytes);\n"
+          << "  unsigned char* thea_smem = thea_smem_base + thea_tile_bytes + thea_gpart_bytes;\n";
+}
+
+// Row `row` of P into thea_tile[threadIdx.y][0..NC): the segment's threads stride the
+// reduction, then shuffles in each warp and the warps' partials in order (deterministic).
+void emit_row_product(KernelWriter& kw, const std::string& row) {
+  const std::string Tp = dtype_c_type(kw.val(kw.step_.prologue).node->type.dtype);
+  kw.body << "    {\n"
+          << row_dot_code("      ", Tp, row, "threadIdx.x", "K", "blockDim.x", "valid")
+          << warp_sum_code("      ")
+          << "      __syncthreads();  // the previous rows' tile is read\n"
+          << "      if (threadIdx.x % 32u == 0)\n"
+          << "        THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
+          << "          thea_gpart[(threadIdx.y * thea_nw + threadIdx.x / 32u) * NC + j] = "
+             "acc[j];\n"
+          << "      __syncthreads();\n"
+          << "      if (threadIdx.x < (unsigned)NC) {\n"
+          << "        const " << Tp << "* gp = thea_gpart + threadIdx.y * thea_nw * NC;\n"
+          << "        " << Tp << " s = gp[threadIdx.x];\n"
+          << "        for (unsigned w = 1; w < thea_nw; ++w) s += gp[w * NC + threadIdx.x];\n"
+          << "        thea_tile[threadIdx.y * NC + threadIdx.x] = s;\n"
+          << "      }\n"
+          << "      __syncthreads();\n"
+          << "    }\n";
+}
+namespace {
+
 // ---- row groups ------------------------------------------------------------------------
 // A fused row-wise subgraph (see Lowering::find_row_groups). Per row of the (N, C) space,
 // a segment of threads makes `passes` sweeps over the columns; values are either element
@@ -779,7 +767,7 @@ class RowGroupWriter {
       kw_.body << "  int* err = (int*)" << kw_.word({ParamWord::Kind::ErrWord, -1, 0, 0, 0, {}})
                << ";\n";
     if (st_.prologue >= 0) {
-      emit_prologue_setup();
+      emit_row_product_setup(kw_);
     } else {
       kw_.body << "  THEA_DYN_SMEM(thea_smem);\n";
     }
@@ -797,7 +785,7 @@ class RowGroupWriter {
              << "    const long long row = base + threadIdx.y;\n"
              << "    const bool valid = row < rows;\n"
              << "    const long long rowc = valid ? row : 0;  // safe index for idle threads\n";
-    if (st_.prologue >= 0) emit_prologue_row();
+    if (st_.prologue >= 0) emit_row_product(kw_, "rowc");
     // Per-row external operands and scalars.
     for (const Operand& o : st_.operands) {
       if (row_uses_.count(o.value)) emit_row_load(o.value);
@@ -858,57 +846,6 @@ class RowGroupWriter {
         << "  }\n";
   }
 
-  // The fused product P = A . B (rows x NC): shared memory holds the block's rows of P
-  // (thea_tile), the warps' partial sums (thea_gpart), then the all-reduce scratch the sweeps
-  // use (thea_smem), each region 16-byte aligned and sized from blockDim (see
-  // row_group_gemm_config).
-  void emit_prologue_setup() {
-    const NodePtr& d = val(st_.prologue).node;
-    const std::string Tp = T(d->type.dtype);
-    const int a = st_.gemm_a, b = st_.gemm_b;
-    kw_.body
-        << "  constexpr int NC = " << d->type.shape[1] << ";\n"
-        << "  const long long K = " << kw_.word_dim(a, 1) << ";\n"
-        << "  const long long as_i = " << kw_.word_stride(a, 0)
-        << ", as_q = " << kw_.word_stride(a, 1) << ";\n"
-        << "  const long long bs_q = " << kw_.word_stride(b, 0)
-        << ", bs_j = " << kw_.word_stride(b, 1) << ";\n"
-        << "  const " << Tp << "* A = " << kw_.ptr(a) << ";\n"
-        << "  const " << Tp << "* B = " << kw_.ptr(b) << ";\n"
-        << "  THEA_DYN_SMEM(thea_smem_base);\n"
-        << "  const unsigned thea_nw = blockDim.x / 32u;\n"
-        << "  const unsigned long long thea_tile_bytes = (blockDim.y * NC * sizeof(" << Tp
-        << ") + 15) / 16 * 16;\n"
-        << "  const unsigned long long thea_gpart_bytes = (blockDim.y * thea_nw * NC * sizeof("
-        << Tp << ") + 15) / 16 * 16;\n"
-        << "  " << Tp << "* thea_tile = reinterpret_cast<" << Tp << "*>(thea_smem_base);\n"
-        << "  " << Tp << "* thea_gpart = reinterpret_cast<" << Tp
-        << "*>(thea_smem_base + thea_tile_bytes);\n"
-        << "  unsigned char* thea_smem = thea_smem_base + thea_tile_bytes + thea_gpart_bytes;\n";
-  }
-
-  // Row `rowc` of P into thea_tile[threadIdx.y][0..NC): the segment's threads stride the
-  // reduction, then shuffles in each warp and the warps' partials in order (deterministic).
-  void emit_prologue_row() {
-    const std::string Tp = T(val(st_.prologue).node->type.dtype);
-    kw_.body << "    {\n"
-             << row_dot_code("      ", Tp, "rowc", "threadIdx.x", "K", "blockDim.x", "valid")
-             << warp_sum_code("      ")
-             << "      __syncthreads();  // the previous rows' tile is read\n"
-             << "      if (threadIdx.x % 32u == 0)\n"
-             << "        THEA_UNROLL for (int j = 0; j < NC; ++j)\n"
-             << "          thea_gpart[(threadIdx.y * thea_nw + threadIdx.x / 32u) * NC + j] = "
-                "acc[j];\n"
-             << "      __syncthreads();\n"
-             << "      if (threadIdx.x < (unsigned)NC) {\n"
-             << "        const " << Tp << "* gp = thea_gpart + threadIdx.y * thea_nw * NC;\n"
-             << "        " << Tp << " s = gp[threadIdx.x];\n"
-             << "        for (unsigned w = 1; w < thea_nw; ++w) s += gp[w * NC + threadIdx.x];\n"
-             << "        thea_tile[threadIdx.y * NC + threadIdx.x] = s;\n"
-             << "      }\n"
-             << "      __syncthreads();\n"
-             << "    }\n";
-  }
   bool member(int v) const { return members_.count(v) > 0; }
   bool is_elem(int v) const {
     const TensorType& t = val(v).node->type;
@@ -1478,6 +1415,9 @@ void render_kernels(Plan& plan) {
         break;
       case StepKind::IncRows:
         render_inc_rows(kw);
+        break;
+      case StepKind::Loop:
+        render_loop_kernel(kw);
         break;
       case StepKind::Gemm:
         if (!st.skinny) continue;

@@ -12,6 +12,7 @@
 #include "cuda/codegen.hpp"
 #include "cuda/dnn.hpp"
 #include "thea/error.hpp"
+#include "thea/memplan.hpp"
 #include "thea/op.hpp"
 #include "thea/ops/fused.hpp"
 #include "thea/ops/ops.hpp"
@@ -45,14 +46,19 @@ bool fusable_consumer(const NodePtr& c) {
 
 class Lowering {
  public:
-  explicit Lowering(const FunctionGraph& fg) : fg_(fg), skinny_(skinny_gemm_enabled()) {}
+  explicit Lowering(const FunctionGraph& fg)
+      : fg_(fg), skinny_(skinny_gemm_enabled()), from_schedule_(schedule_lowering_enabled()) {}
 
   Plan run() {
     create_values();
     assign_places();
-    find_gemm_epilogues();
-    find_row_groups();
-    decide_inline();
+    if (from_schedule_) {
+      groups_from_schedule();
+    } else {
+      find_gemm_epilogues();
+      find_row_groups();
+      decide_inline();
+    }
     plan_updates_and_outputs();
     build_steps();
     assign_slots();
@@ -502,6 +508,191 @@ class Lowering {
     }
   }
 
+  // ---- groups from the shared schedule ---------------------------------------------------
+  // The cpu backend's fused groups: each loop kernel of sched::make_schedule becomes one Loop
+  // step storing the values the schedule stores (those this plan keeps in buffers: views and
+  // host scalars stay as they are); the values it computes without storing are Inline. Every
+  // other node (products, gathers, host steps) keeps its own step below.
+  void groups_from_schedule() {
+    schedule_ = sched::make_schedule(fg_);
+    memplan_ = sched::make_memplan(schedule_);
+    const std::size_t nv = plan_.values.size();
+    std::map<std::size_t, int> group_of_kernel;
+    std::vector<bool> in_kernel(nv, false);
+    for (const sched::Kernel& k : schedule_.kernels)
+      for (const NodePtr& n : k.nodes) in_kernel[static_cast<std::size_t>(idx(n))] = true;
+    // Scalars the schedule recomputes wherever they are used have no kernel of their own.
+    for (const NodePtr& n : order_) {
+      Value& v = val(idx(n));
+      if (n->kind == NodeKind::Apply && v.place == Place::Buffer &&
+          !in_kernel[static_cast<std::size_t>(idx(n))])
+        v.place = Place::Inline;
+    }
+    for (std::size_t k = 0; k < schedule_.kernels.size(); ++k) {
+      const sched::Kernel& kr = schedule_.kernels[k];
+      if (kr.kind != sched::KernelKind::Loop) continue;
+      std::set<int> stored;
+      for (int b : kr.writes) {
+        const int v = idx(schedule_.buffers[static_cast<std::size_t>(b)].node);
+        Value& sv = val(v);
+        // A view the kernel computes from values it does not store (an output transposing
+        // a kernel's result) is written as a buffer of its own.
+        if (sv.place == Place::View) {
+          sv.place = Place::Buffer;
+          sv.src = -1;
+          sv.dynamic = false;
+        }
+        if (sv.place == Place::Buffer || sv.place == Place::Inline) stored.insert(v);
+      }
+      if (stored.empty()) continue;  // computed on the host, or views
+      const int gid = static_cast<int>(groups_.size());
+      std::vector<int> members;
+      for (const NodePtr& n : kr.nodes) {
+        const int v = idx(n);
+        Value& mv = val(v);
+        if (mv.place != Place::Buffer && mv.place != Place::Inline) continue;
+        if (std::find(members.begin(), members.end(), v) != members.end()) continue;
+        mv.group = gid;
+        mv.place = stored.count(v) ? Place::Buffer : Place::Inline;
+        members.push_back(v);
+      }
+      for (int v : stored)
+        if (val(v).group != gid) {
+          val(v).group = gid;
+          val(v).place = Place::Buffer;
+          members.push_back(v);
+        }
+      groups_.push_back(members);
+      prologues_.push_back(-1);
+      totals_.push_back(-1);
+      loop_kernels_.resize(groups_.size(), -1);
+      loop_kernels_[static_cast<std::size_t>(gid)] = static_cast<int>(k);
+      group_of_kernel[k] = gid;
+    }
+    for (const sched::RowChain& c : schedule_.row_chains) {
+      auto it = group_of_kernel.find(static_cast<std::size_t>(c.loop));
+      if (it != group_of_kernel.end()) chain_prologue(c, it->second);
+    }
+  }
+
+  // The product heading a row chain (C = A·B, then a loop over C's rows): computed by the
+  // loop's kernel itself, a row at a time into shared memory, when C has at most 32 static
+  // columns and nothing but that kernel reads it (the tutorial's logits dot(X, w)).
+  void chain_prologue(const sched::RowChain& c, int g) {
+    if (!skinny_ || !skinny_fusion_enabled()) return;
+    const sched::Kernel& gk = schedule_.kernels[static_cast<std::size_t>(c.gemm)];
+    const sched::LoopKernel& lk = schedule_.kernels[static_cast<std::size_t>(c.loop)].loop;
+    if (gk.nodes.size() != 1 || !op_as<Dot>(gk.nodes[0])) return;
+    const NodePtr& p = gk.nodes[0];
+    const int d = idx(p);
+    Value& dv = val(d);
+    if (dv.place != Place::Buffer || is_output(p) || is_update_value(p)) return;
+    if (p->inputs[0]->type.dtype != p->type.dtype) return;
+    if (!skinny_ok(p, {idx(p->inputs[0]), idx(p->inputs[1])})) return;
+    for (int u : dv.users)
+      if (val(u).group != g && val(u).place != Place::Host) return;
+    // The kernel sweeps C's rows (outer axis) along its columns (inner axis).
+    if (lk.domain.size() != 2 || lk.inner != std::vector<bool>{false, true}) return;
+    bool read = false;
+    for (const sched::Access& a : lk.accesses) {
+      if (schedule_.buffers[static_cast<std::size_t>(a.buffer)].node != p) continue;
+      if (a.axis_of != std::vector<int>{0, 1}) return;
+      read = true;
+    }
+    if (!read) return;
+    dv.place = Place::Inline;
+    dv.group = g;
+    prologues_[static_cast<std::size_t>(g)] = d;
+  }
+
+  bool is_loop_group(int g) const {
+    return g >= 0 && static_cast<std::size_t>(g) < loop_kernels_.size() &&
+           loop_kernels_[static_cast<std::size_t>(g)] >= 0;
+  }
+
+  // Per run-time size of the schedule, a (value, axis) whose size it is: a value the kernel
+  // reads or writes, else the schedule's own source (which may be an input nothing reads,
+  // with no value here: (-1, 0)).
+  std::vector<std::pair<int, int>> size_sources(const sched::LoopKernel& lk,
+                                                const std::vector<int>& access_values) const {
+    std::vector<std::pair<int, int>> src(static_cast<std::size_t>(schedule_.num_syms), {-1, 0});
+    for (std::size_t a = 0; a < lk.accesses.size(); ++a) {
+      const sched::Buffer& b = schedule_.buffers[static_cast<std::size_t>(lk.accesses[a].buffer)];
+      for (std::size_t d = 0; d < b.dims.size(); ++d) {
+        if (b.dims[d].is_static()) continue;
+        auto& s = src[static_cast<std::size_t>(b.dims[d].sym)];
+        if (s.first < 0) s = {access_values[a], static_cast<int>(d)};
+      }
+    }
+    for (std::size_t sym = 0; sym < src.size(); ++sym) {
+      const auto& [node, axis] = schedule_.sym_sources[sym];
+      if (src[sym].first < 0 && plan_.index.count(node.get())) src[sym] = {idx(node), axis};
+    }
+    return src;
+  }
+
+  // A row kernel computing its product (st.prologue = A·B) reads A and B.
+  void add_prologue_operands(Step& st) {
+    if (st.prologue < 0) return;
+    const NodePtr& d = val(st.prologue).node;
+    st.gemm_a = idx(d->inputs[0]);
+    st.gemm_b = idx(d->inputs[1]);
+    for (int v : {st.gemm_a, st.gemm_b}) {
+      ensure_contig_steps(d, v);
+      add_operand(st, v, false);
+    }
+  }
+
+  void emit_loop(int g) {
+    const sched::Kernel& kr =
+        schedule_.kernels[static_cast<std::size_t>(loop_kernels_[static_cast<std::size_t>(g)])];
+    auto lk = std::make_shared<sched::LoopKernel>(kr.loop);
+    Step st;
+    st.kind = StepKind::Loop;
+    for (const sched::Access& a : lk->accesses)
+      st.loop_values.push_back(idx(schedule_.buffers[static_cast<std::size_t>(a.buffer)].node));
+    // Only the values this plan stores are written (a view or host value is not).
+    std::vector<sched::Store> kept;
+    for (const sched::Store& s : lk->stores) {
+      const int v = st.loop_values[static_cast<std::size_t>(s.access)];
+      if (val(v).place == Place::Buffer && val(v).group == g) kept.push_back(s);
+    }
+    lk->stores = kept;
+    if (kept.empty()) throw Error("cuda lowering: internal error: loop kernel stores nothing");
+    st.out = st.loop_values[static_cast<std::size_t>(kept[0].access)];
+    st.node = val(st.out).node;
+    for (const NodePtr& n : kr.nodes)
+      if (val(idx(n)).group == g) st.fused.push_back(n);
+    st.prologue = prologues_[static_cast<std::size_t>(g)];
+    add_prologue_operands(st);
+    for (const sched::Expr& e : lk->exprs) {
+      if (e.kind != sched::ExprKind::Load) continue;
+      const int v = st.loop_values[static_cast<std::size_t>(e.access)];
+      if (v == st.prologue) continue;  // computed by the kernel
+      if (val(root_of(v)).place == Place::Inline)
+        throw Error("cuda lowering: internal error: schedule kernel " + kr.name + " reads " +
+                    val(v).node->describe() + ", which no step stores");
+      ensure_contig_steps(st.node, v);
+      add_operand(st, v, false);
+    }
+    st.loop_syms = size_sources(*lk, st.loop_values);
+    st.index_rank = static_cast<int>(lk->domain.size());
+    // A softmax that is a kernel of its own, of a plain buffer: cuDNN where it loads (it
+    // gets the input's address when the call is made, which a captured graph keeps, so
+    // never a slice whose start changes per call).
+    if (op_as<Softmax>(st.node)) {
+      const int x = idx(st.node->inputs[0]);
+      const Place xp = val(x).place;
+      st.try_dnn = cudnn_softmax_enabled() && st.fused.size() == 1 && lk->stores.size() == 1 &&
+                   st.operands.size() == 1 && st.operands[0].value == x && !val(x).dynamic &&
+                   (xp == Place::Input || xp == Place::Shared || xp == Place::Constant ||
+                    xp == Place::Buffer) &&
+                   is_float(st.node->type.dtype);
+    }
+    st.loop = std::move(lk);
+    push_step(std::move(st));
+  }
+
   // The storage a value lives in: the leaf or buffer under any views.
   int root_of(int i) const {
     const Value& v = plan_.values[static_cast<std::size_t>(i)];
@@ -743,15 +934,7 @@ class Lowering {
     st.kind = StepKind::RowGroup;
     st.prologue = prologues_[static_cast<std::size_t>(g)];
     st.total = totals_[static_cast<std::size_t>(g)];
-    if (st.prologue >= 0) {
-      const NodePtr& d = val(st.prologue).node;
-      st.gemm_a = idx(d->inputs[0]);
-      st.gemm_b = idx(d->inputs[1]);
-      for (int v : {st.gemm_a, st.gemm_b}) {
-        ensure_contig_steps(d, v);
-        add_operand(st, v, false);
-      }
-    }
+    add_prologue_operands(st);
     std::set<int> in_group(ms.begin(), ms.end());
     for (int m : ms) {
       const NodePtr& n = val(m).node;
@@ -817,6 +1000,10 @@ class Lowering {
 
   void build_steps() {
     for (const auto& [group, n] : unit_order()) {
+      if (is_loop_group(group)) {
+        emit_loop(group);
+        continue;
+      }
       if (group >= 0) {
         emit_group(group);
         continue;
@@ -1007,6 +1194,43 @@ class Lowering {
     for (const Step& st : plan_.steps) plan_.any_checks |= st.checks;
   }
 
+  // Schedule lowering: whether the shared memory plan writes update `u`'s value in place
+  // (its kernel reads each old element only where it writes the new one, and nothing after
+  // it needs the old value).
+  bool plan_writes_in_place(std::size_t u) const {
+    return from_schedule_ && u < memplan_.update_inplace.size() && memplan_.update_inplace[u];
+  }
+
+  // The plan decides over the schedule's buffers, where a slice such as x[:, ::-1] is a copy;
+  // here it may be a view of s itself. So every read of s's storage by the loop kernel, views
+  // included, must also be s at the element being written.
+  // Also, in-place steps move after every other step: the kernel's other stored values may
+  // then be read only by the final copies and downloads, not by another kernel.
+  bool loop_reads_in_place(const Step& st, int s) const {
+    const sched::LoopKernel& lk = *st.loop;
+    const sched::Access& out = lk.accesses[static_cast<std::size_t>(lk.stores[0].access)];
+    for (const sched::Store& store : lk.stores) {
+      const int sv = st.loop_values[static_cast<std::size_t>(store.access)];
+      if (sv == st.out) continue;
+      const Value& stored = plan_.values[static_cast<std::size_t>(sv)];
+      for (int u : stored.users) {
+        const Value& user = plan_.values[static_cast<std::size_t>(u)];
+        if (user.group != stored.group && user.place != Place::Host) return false;
+      }
+    }
+    for (const sched::Expr& e : lk.exprs) {
+      if (e.kind != sched::ExprKind::Load) continue;
+      const int v = st.loop_values[static_cast<std::size_t>(e.access)];
+      if (v == st.prologue || root_of(v) != s) continue;
+      if (v != s || lk.accesses[static_cast<std::size_t>(e.access)].axis_of != out.axis_of)
+        return false;
+    }
+    if (st.prologue >= 0)
+      for (int g : {st.gemm_a, st.gemm_b})
+        if (root_of(g) == s) return false;
+    return true;
+  }
+
   // Values a step reads (operands, gemm inputs), as storage roots.
   std::set<int> roots_read(const Step& st) const {
     std::set<int> r;
@@ -1020,7 +1244,8 @@ class Lowering {
   // end, when every other reader of the old value runs before them.
   void choose_inplace() {
     std::vector<std::pair<int, std::size_t>> candidates;  // (shared, step index in main_)
-    for (auto& [s, v] : plan_.updates) {
+    for (std::size_t u = 0; u < plan_.updates.size(); ++u) {
+      const auto& [s, v] = plan_.updates[u];
       const Value& vv = val(v);
       if (vv.place != Place::Buffer || !vv.users.empty() || vv.is_output) continue;
       if (val(s).place != Place::Shared) continue;
@@ -1036,8 +1261,11 @@ class Lowering {
           ok = true;
           for (const Operand& o : st.operands)
             if (root_of(o.value) == s && (o.value != s || !o.full)) ok = false;
+        } else if (st.kind == StepKind::Loop) {
+          ok = plan_writes_in_place(u) && loop_reads_in_place(st, s);
         } else if (st.kind == StepKind::Gemm) {
-          ok = st.gemm_c == s && root_of(st.gemm_a) != s && root_of(st.gemm_b) != s;
+          ok = st.gemm_c == s && root_of(st.gemm_a) != s && root_of(st.gemm_b) != s &&
+               (!from_schedule_ || plan_writes_in_place(u));
         } else if (st.kind == StepKind::IncRows) {
           // The embedding update: only the indexed rows of s are touched, no copy of s.
           ok = st.operands[0].value == s && root_of(st.operands[1].value) != s &&
@@ -1123,9 +1351,15 @@ class Lowering {
   std::unordered_map<const Node*, Epilogue> epilogues_;
   std::vector<Step> main_, inplace_;
   std::set<int> contig_done_, inplace_targets_;
-  std::vector<std::vector<int>> groups_;  // row groups: member values in topological order
+  std::vector<std::vector<int>> groups_;  // row or loop groups: their member values
   std::vector<int> prologues_;            // per row group: the product it computes, or -1
   std::vector<int> totals_;               // per row group: the sum/mean of its rows, or -1
+  // THEA_CUDA_LOWERING=schedule: the shared schedule, and per group its loop kernel (-1: a
+  // row group).
+  const bool from_schedule_;
+  sched::Schedule schedule_;
+  sched::MemPlan memplan_;
+  std::vector<int> loop_kernels_;
 };
 
 }  // namespace
@@ -1190,6 +1424,8 @@ const char* step_kind_name(StepKind k) {
       return "update_copy";
     case StepKind::HostOp:
       return "host_op";
+    case StepKind::Loop:
+      return "loop";
   }
   return "?";
 }
@@ -1227,6 +1463,8 @@ std::string Plan::describe() const {
     if (st.prologue >= 0) os << " with dot";
     if (st.total >= 0)
       os << " with " << values[static_cast<std::size_t>(st.total)].node->op->name() << " of rows";
+    if (st.loop_scratch_words >= 0) os << " with totals";  // final reductions, across blocks
+    if (st.try_dnn) os << " (cuDNN)";
     if (!st.kernel.empty()) os << " {" << st.kernel << "}";
     os << "\n";
   }
@@ -1272,6 +1510,14 @@ bool row_total_fusion_enabled() {
 bool skinny_fusion_enabled() {
   const char* v = std::getenv("THEA_CUDA_SKINNY_GEMM");
   return skinny_gemm_enabled() && !(v && std::string(v) == "nofuse");
+}
+
+bool schedule_lowering_enabled() {
+  const char* v = std::getenv("THEA_CUDA_LOWERING");
+  if (!v || !*v || std::string(v) == "schedule") return true;
+  if (std::string(v) == "legacy") return false;
+  throw Error(std::string("THEA_CUDA_LOWERING=") + v +
+              ": unknown cuda lowering (expected \"schedule\", the default, or \"legacy\")");
 }
 
 Plan lower(const FunctionGraph& fg) { return Lowering(fg).run(); }

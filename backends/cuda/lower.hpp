@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "thea/fgraph.hpp"
+#include "thea/schedule.hpp"
 
 namespace thea::cuda {
 
@@ -61,6 +63,7 @@ enum class StepKind : std::uint8_t {
   Copy,           // strided copy into a contiguous buffer (Contig values)
   UpdateCopy,     // new value -> shared variable's buffer, after everything else
   HostOp,         // op->perform on the host: download inputs, run, upload (any other op)
+  Loop,           // a loop kernel of the shared schedule
 };
 const char* step_kind_name(StepKind k);
 
@@ -131,6 +134,14 @@ struct Step {
   // order); params[total_words] / [+1] are the per-instance partials and block counter.
   int total = -1;
   int total_words = -1;
+  // Loop: the schedule's loop kernel (only the stores of values this plan keeps in buffers),
+  // per access the value it reads or writes, and per runtime symbol of the schedule a
+  // (value, axis) whose size it is. params[loop_scratch_words] / [+1]: the per-instance
+  // partials of final reductions and the block counter (-1: no final reductions).
+  std::shared_ptr<const sched::LoopKernel> loop;
+  std::vector<int> loop_values;
+  std::vector<std::pair<int, int>> loop_syms;
+  int loop_scratch_words = -1;
 };
 
 // Largest static output column count the generated skinny gemm handles (one warp's lanes).
@@ -143,6 +154,13 @@ bool skinny_gemm_enabled();
 bool skinny_fusion_enabled();
 // THEA_CUDA_FUSE_TOTAL=0: a row group's sum/mean over all rows stays a reduce kernel.
 bool row_total_fusion_enabled();
+// Where the fused groups come from. By default (THEA_CUDA_LOWERING=schedule) from the shared
+// schedule (sched::make_schedule, as the cpu backend's): its loop kernels become Loop steps,
+// a row chain's leading product is computed by its loop's kernel, and every other node keeps
+// its own step (cuBLAS or skinny products, gathers, host steps). THEA_CUDA_LOWERING=legacy
+// keeps the backend's own row groups, for comparison on a GPU until they are retired; any
+// other value is an error. Read at each lowering.
+bool schedule_lowering_enabled();
 
 struct Plan {
   std::vector<Value> values;

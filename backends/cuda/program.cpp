@@ -254,6 +254,7 @@ struct CudaProgram::Impl {
   char* pointer(const Instance& inst, int v) const;
   char* root_pointer(const Instance& inst, int root) const;
   void fill_params(Instance& inst, std::size_t k);
+  void block_partials(Instance& inst, std::size_t k, std::size_t parts_bytes, int word);
   void fill_args(const Instance& inst);
   void prepare_mirrors();
   void enqueue(Instance& inst, const std::int64_t* args);
@@ -426,6 +427,7 @@ void CudaProgram::Impl::resolve_views() {
         break;
       case Place::Contig: {
         const View& src = views[static_cast<std::size_t>(v.src)];
+        if (src.root < 0) break;  // as for views: nothing stores the value
         bool alias;
         if (v.force_copy) {
           alias = false;
@@ -454,6 +456,9 @@ void CudaProgram::Impl::resolve_views() {
       }
       case Place::View: {
         const View& src = views[static_cast<std::size_t>(v.src)];
+        // A view of a value computed inside a kernel and never stored: only that kernel's
+        // expression reads it (schedule lowering), so it has no memory either.
+        if (src.root < 0) break;
         const Node& n = *v.node;
         out.root = src.root;
         out.offset = src.offset;
@@ -641,6 +646,21 @@ std::unique_ptr<Instance> CudaProgram::Impl::build_instance() {
   return inst;
 }
 
+// Device scratch for step k's per-block partials (parts_bytes) and the block counter after
+// them; params[word] / [word + 1] get their addresses. The counter starts at 0 and the
+// last block of every launch sets it back to 0.
+void CudaProgram::Impl::block_partials(Instance& inst, std::size_t k, std::size_t parts_bytes,
+                                       int word) {
+  auto it = inst.scratch.find(k);
+  if (it == inst.scratch.end())
+    it = inst.scratch.emplace(k, DeviceBuffer(&rt.allocator(), parts_bytes + 16)).first;
+  char* base = static_cast<char*>(it->second.get());
+  rt.memset_d(base + parts_bytes, 0, 16, stream);
+  std::vector<std::int64_t>& params = inst.steps[k].params;
+  params[static_cast<std::size_t>(word)] = reinterpret_cast<std::int64_t>(base);
+  params[static_cast<std::size_t>(word) + 1] = reinterpret_cast<std::int64_t>(base + parts_bytes);
+}
+
 void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
   const Step& st = plan.steps[k];
   StepRt& sr = inst.steps[k];
@@ -752,16 +772,48 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
         // The total is written even with no rows (a mean of nothing is NaN, as numpy's).
         sr.skip = false;
         add_row_total(sr.cfg, dev);
-        const std::size_t parts = std::size_t{sr.cfg.grid_x} * 8;
-        auto it = inst.scratch.find(k);  // k: this step
-        if (it == inst.scratch.end())
-          it = inst.scratch.emplace(k, DeviceBuffer(&rt.allocator(), parts + 16)).first;
-        char* base = static_cast<char*>(it->second.get());
-        // The counter starts at 0; the last block of every launch sets it back to 0.
-        rt.memset_d(base + parts, 0, 16, stream);
-        sr.params[static_cast<std::size_t>(st.total_words)] = reinterpret_cast<std::int64_t>(base);
-        sr.params[static_cast<std::size_t>(st.total_words) + 1] =
-            reinterpret_cast<std::int64_t>(base + parts);
+        block_partials(inst, k, std::size_t{sr.cfg.grid_x} * 8, st.total_words);
+      }
+      break;
+    }
+    case StepKind::Loop: {
+      const sched::LoopKernel& lk = *st.loop;
+      std::int64_t n_outer = 1, n_inner = 1;
+      bool has_inner = false, last_inner = false;
+      for (std::size_t d = 0; d < lk.domain.size(); ++d) {
+        const sched::Dim& dim = lk.domain[d];
+        std::int64_t size = dim.size;
+        if (!dim.is_static()) {
+          const auto& [v, axis] = st.loop_syms[static_cast<std::size_t>(dim.sym)];
+          size = shapes[static_cast<std::size_t>(v)][static_cast<std::size_t>(axis)];
+        }
+        (lk.inner[d] ? n_inner : n_outer) *= size;
+        has_inner = has_inner || lk.inner[d];
+        last_inner = lk.inner[d];
+      }
+      if (st.prologue >= 0) {
+        const std::int64_t reduction = shapes[static_cast<std::size_t>(st.gemm_a)][1];
+        sr.cfg = row_group_gemm_config(n_outer, n_inner, reduction, dev,
+                                       static_cast<int>(dtype_size(dtype(st.prologue))));
+      } else if (has_inner) {
+        sr.cfg = reduction_config(n_outer, n_inner, last_inner, dev, 8, true);
+      } else {
+        sr.cfg = elementwise_config(n_outer, dev);
+      }
+      sr.skip = n_outer == 0;
+      if (st.loop_scratch_words >= 0) {
+        // Final reductions: written even over nothing (a mean of nothing is NaN, as numpy's).
+        sr.skip = false;
+        add_row_total(sr.cfg, dev);
+        // The block's partials: one 8-byte slot per thread, after the product's tiles.
+        const unsigned threads = sr.cfg.block_x * sr.cfg.block_y;
+        sr.cfg.shared_bytes = st.prologue >= 0
+                                  ? (sr.cfg.shared_bytes + 15u) / 16u * 16u + threads * 8u
+                                  : std::max(sr.cfg.shared_bytes, threads * 8u);
+        std::size_t nfinal = 0;
+        for (const sched::Expr& e : lk.exprs)
+          nfinal += e.kind == sched::ExprKind::Reduce && e.final;
+        block_partials(inst, k, std::size_t{sr.cfg.grid_x} * nfinal * 8, st.loop_scratch_words);
       }
       break;
     }
