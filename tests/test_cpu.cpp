@@ -214,6 +214,22 @@ TEST_CASE("batch size changes re-plan the layout; a partial last batch is right"
   CHECK(max_abs_diff(cpu_m.w.get_value(), ref_m.w.get_value()) < 1e-6);
 }
 
+TEST_CASE("a kernel over an empty array still stores its loop-invariant values") {
+  // lr * 3 joins x * lr's kernel, computed once per launch: written even with no points.
+  ensure_cpu();
+  auto x = fmatrix("x");
+  auto lr = shared(Tensor::scalar(0.5), "lr");
+  std::vector<Variable> outs = {x * lr, lr * 3.0f, sqr(lr) + 1.0f};
+  auto f = function({x}, outs, {}, on("cpu"));
+  auto g = function({x}, outs, {}, on("reference"));
+  for (std::int64_t rows : {0, 4}) {
+    CAPTURE(rows);
+    Tensor xv = random_uniform({rows, 5}, -1, 1, 3);
+    auto got = f({xv}), want = g({xv});
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(allclose(got[i], want[i], 1e-6, 1e-6));
+  }
+}
+
 TEST_CASE("strided inputs (column slices) are read correctly") {
   ensure_cpu();
   auto a = fmatrix("a");

@@ -44,6 +44,7 @@ void check_same(const std::vector<Variable>& inputs, const std::vector<Variable>
   Function ref = function(inputs, outputs, {}, on("reference"));
   Function emu = function(inputs, outputs, {}, on("cuda_emu"));
   CHECK(emu.kernel_count() <= max_kernels);
+  INFO(emu.debugprint());
   auto want = ref(args);
   for (int call = 0; call < 3; ++call) {  // eager, capture, replay
     auto got = emu(args);
@@ -86,6 +87,18 @@ TEST_CASE("cuda_emu: fused elementwise chain with broadcasting") {
   Tensor xv = Tensor::random_normal({5, 7}, 0, 1, 1);
   Tensor bv = Tensor::random_normal({1, 7}, 0, 1, 2);
   check_same({x, b}, {y}, {xv, bv});
+}
+
+TEST_CASE("cuda_emu: a kernel over an empty array still stores its loop-invariant values") {
+  // lr * 3 (lr a shared scalar, on the device) joins x * lr's kernel as a value computed
+  // once per launch: stored even when the kernel has no points.
+  Variable x = fmatrix("x");
+  Variable lr = shared(Tensor::scalar(0.5), "lr");
+  for (std::int64_t rows : {0, 4}) {
+    CAPTURE(rows);
+    check_same({x}, {x * lr, lr * 3.0f, sqr(lr) + 1.0f},
+               {Tensor::random_normal({rows, 5}, 0, 1, 1)});
+  }
 }
 
 TEST_CASE("cuda_emu: reductions over every axis pattern") {

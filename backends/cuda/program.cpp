@@ -800,7 +800,14 @@ void CudaProgram::Impl::fill_params(Instance& inst, std::size_t k) {
       } else {
         sr.cfg = elementwise_config(n_outer, dev);
       }
-      sr.skip = n_outer == 0;
+      // Values computed once per launch (after the loop, or loop-invariant) are stored even
+      // when the kernel has no points.
+      bool once_per_launch = false;
+      for (const sched::Store& store : lk.stores) {
+        const int level = lk.exprs[static_cast<std::size_t>(store.expr)].level;
+        once_per_launch = once_per_launch || level == 0 || level == 3;
+      }
+      sr.skip = n_outer == 0 && !once_per_launch;
       if (st.loop_scratch_words >= 0) {
         // Final reductions: written even over nothing (a mean of nothing is NaN, as numpy's).
         sr.skip = false;
