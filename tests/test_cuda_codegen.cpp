@@ -542,6 +542,13 @@ TEST_CASE("lowering: a pure elementwise expression is one kernel") {
   cuda::Plan plan = cuda::lower(fg);
   CHECK(plan.kernel_launches() == 1);
   CHECK(plan.steps.at(0).fused.size() >= 7);
+  // Contiguous operands over the same axes are read at the point's flat index: the kernel
+  // never splits it into axis indices (64-bit divisions); a broadcast operand needs them.
+  CHECK(plan.source.find("rem_o") == std::string::npos);
+  Variable row = tensor(Dtype::Float32, Shape{1, -1}, "row");
+  FunctionGraph bg({x.node(), row.node()}, {(x * row + 1.0f).node()}, {});
+  const cuda::Plan broadcast = cuda::lower(bg);
+  CHECK(broadcast.source.find("rem_o") != std::string::npos);
 }
 
 TEST_CASE("lowering: the cuda kernels are the shared schedule's loop kernels") {

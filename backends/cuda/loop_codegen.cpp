@@ -141,6 +141,7 @@ class LoopKernelWriter {
         os() << "  const " << dtype_c_type(kw_.dtype_of(v)) << "* const x" << a << " = "
              << kw_.ptr(v) << ";\n";
       }
+      if (flat(ai)) continue;  // indexed by the point itself
       const auto& axis_of = lk_.accesses[a].axis_of;
       for (std::size_t d = 0; d < axis_of.size(); ++d)
         if (axis_of[d] >= 0)
@@ -149,7 +150,38 @@ class LoopKernelWriter {
     }
   }
 
+  // Whether access `a` of a kernel without inner axes reads or writes element `o` at point o:
+  // contiguous storage whose axes are the domain's, in order (no broadcast, no transpose).
+  // Then no point is split into axis indices for it (a 64-bit division per axis on the GPU).
+  bool flat(int a) const {
+    if (!inner_.empty()) return false;
+    const int v = value_of_access(a);
+    const Value& val = kw_.val(v);
+    const bool contiguous = val.place == Place::Input || val.place == Place::Shared ||
+                            val.place == Place::Constant || val.place == Place::Buffer ||
+                            (val.place == Place::Contig && !val.blas_alias);
+    const auto& axis_of = lk_.accesses[static_cast<std::size_t>(a)].axis_of;
+    if (!contiguous || axis_of.empty() || val.node->type.ndim() != static_cast<int>(axis_of.size()))
+      return false;
+    for (std::size_t d = 0; d < axis_of.size(); ++d)
+      if (axis_of[d] != static_cast<int>(d)) return false;
+    return true;
+  }
+
+  // Whether the kernel needs a point's axis indices: an access that is not flat, or an index.
+  bool needs_indices() const {
+    for (const Expr& e : lk_.exprs)
+      if (e.kind == ExprKind::Index ||
+          (e.kind == ExprKind::Load && kw_.val(value_of_access(e.access)).place != Place::Host &&
+           !flat(e.access)))
+        return true;
+    for (const Store& s : lk_.stores)
+      if (!flat(s.access)) return true;
+    return false;
+  }
+
   std::string element(int a) const {
+    if (flat(a)) return "x" + std::to_string(a) + "[o]";
     const auto& axis_of = lk_.accesses[static_cast<std::size_t>(a)].axis_of;
     std::string off;
     for (std::size_t d = 0; d < axis_of.size(); ++d)
@@ -338,7 +370,7 @@ class LoopKernelWriter {
   void point_per_thread() {
     os() << "  for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < n_outer;"
             " o += (long long)gridDim.x * blockDim.x) {\n";
-    decompose(outer_, "o", "    ");
+    if (needs_indices()) decompose(outer_, "o", "    ");
     for (std::size_t i = 0; i < lk_.exprs.size(); ++i) {
       const Expr& e = lk_.exprs[i];
       if (e.level == 1 || e.level == 2) emit_expr(static_cast<int>(i), "    ");
