@@ -1,6 +1,7 @@
-// Lowering an optimized FunctionGraph to a CUDA plan: where each value lives (host
-// scalar, device leaf, kernel output, view, or fused inline into a consumer's kernel), and
-// the ordered steps (fused kernels, cuBLAS gemms, copies) one call runs. Everything here
+// Lowering an optimized FunctionGraph to a CUDA plan: which nodes each kernel fuses (the
+// shared schedule's loop kernels, sched::make_schedule), where each value lives (host
+// scalar, device leaf, kernel output, view, or computed inside a kernel), and the ordered
+// steps (fused kernels, cuBLAS gemms, copies) one call runs. Everything here
 // is decided once per compiled function; sizes, strides and offsets are resolved per call
 // (program.cpp), so one set of kernels serves every input shape.
 #pragma once
