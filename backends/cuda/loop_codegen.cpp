@@ -157,11 +157,9 @@ class LoopKernelWriter {
     if (!inner_.empty()) return false;
     const int v = value_of_access(a);
     const Value& val = kw_.val(v);
-    const bool contiguous = val.place == Place::Input || val.place == Place::Shared ||
-                            val.place == Place::Constant || val.place == Place::Buffer ||
-                            (val.place == Place::Contig && !val.blas_alias);
     const auto& axis_of = lk_.accesses[static_cast<std::size_t>(a)].axis_of;
-    if (!contiguous || axis_of.empty() || val.node->type.ndim() != static_cast<int>(axis_of.size()))
+    if (!val.contiguous_storage() || axis_of.empty() ||
+        val.node->type.ndim() != static_cast<int>(axis_of.size()))
       return false;
     for (std::size_t d = 0; d < axis_of.size(); ++d)
       if (axis_of[d] != static_cast<int>(d)) return false;

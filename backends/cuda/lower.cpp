@@ -565,8 +565,7 @@ class Lowering {
       groups_.push_back(members);
       prologues_.push_back(-1);
       totals_.push_back(-1);
-      loop_kernels_.resize(groups_.size(), -1);
-      loop_kernels_[static_cast<std::size_t>(gid)] = static_cast<int>(k);
+      loop_kernels_.push_back(static_cast<int>(k));
       group_of_kernel[k] = gid;
     }
     for (const sched::RowChain& c : schedule_.row_chains) {
@@ -606,8 +605,7 @@ class Lowering {
   }
 
   bool is_loop_group(int g) const {
-    return g >= 0 && static_cast<std::size_t>(g) < loop_kernels_.size() &&
-           loop_kernels_[static_cast<std::size_t>(g)] >= 0;
+    return g >= 0 && static_cast<std::size_t>(g) < loop_kernels_.size();
   }
 
   // Per run-time size of the schedule, a (value, axis) whose size it is: a value the kernel
@@ -771,10 +769,7 @@ class Lowering {
         collect_tree(st, in, space, rows_contiguous, seen);
       } else {
         const Value& jv = val(j);
-        bool contiguous_storage = jv.place == Place::Input || jv.place == Place::Shared ||
-                                  jv.place == Place::Constant || jv.place == Place::Buffer ||
-                                  (jv.place == Place::Contig && !jv.blas_alias);
-        bool full = contiguous_storage && same_pattern(in->type, space) && rows_contiguous &&
+        bool full = jv.contiguous_storage() && same_pattern(in->type, space) && rows_contiguous &&
                     jv.place != Place::Host;
         add_operand(st, j, full);
       }
@@ -796,11 +791,7 @@ class Lowering {
     if (val(idx(in)).place == Place::Inline) {
       collect_tree(st, in, in->type, rows_contiguous, seen);
     } else {
-      const Value& jv = val(idx(in));
-      bool contiguous_storage = jv.place == Place::Input || jv.place == Place::Shared ||
-                                jv.place == Place::Constant || jv.place == Place::Buffer ||
-                                (jv.place == Place::Contig && !jv.blas_alias);
-      add_operand(st, idx(in), contiguous_storage && rows_contiguous);
+      add_operand(st, idx(in), val(idx(in)).contiguous_storage() && rows_contiguous);
     }
   }
 
@@ -1354,8 +1345,8 @@ class Lowering {
   std::vector<std::vector<int>> groups_;  // row or loop groups: their member values
   std::vector<int> prologues_;            // per row group: the product it computes, or -1
   std::vector<int> totals_;               // per row group: the sum/mean of its rows, or -1
-  // THEA_CUDA_LOWERING=schedule: the shared schedule, and per group its loop kernel (-1: a
-  // row group).
+  // THEA_CUDA_LOWERING=schedule: the shared schedule, its memory plan, and per group its
+  // loop kernel (empty under the legacy lowering, whose groups are all row groups).
   const bool from_schedule_;
   sched::Schedule schedule_;
   sched::MemPlan memplan_;

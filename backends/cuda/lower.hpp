@@ -42,6 +42,13 @@ struct Value {
   bool blas_alias = false;  // Contig for a gemm operand: aliases any cuBLAS-readable layout
   int group = -1;           // row group computing it (RowGroup steps), or -1
   std::vector<int> users;   // values whose computation reads this one
+
+  // Whether the value's memory is dense row-major whenever it exists: its own buffer, or a
+  // Contig that aliases its source only when the source is contiguous.
+  bool contiguous_storage() const {
+    return place == Place::Input || place == Place::Shared || place == Place::Constant ||
+           place == Place::Buffer || (place == Place::Contig && !blas_alias);
+  }
 };
 
 enum class StepKind : std::uint8_t {
